@@ -1,0 +1,35 @@
+# One place for what the README tells you to run, and what CI runs.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: setup demo test lint check soak bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/onceq demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: setup
+	$(BIN)/pytest
+
+# What CI runs: lint, types, and the whole test suite (PostgreSQL tests included).
+check: lint test
+
+# The fault-injection tier at soak length (minutes to hours; not part of `check`).
+soak: setup
+	ONCEQ_SOAK=1 $(BIN)/pytest -m chaos
+
+bench: setup
+	$(BIN)/onceq bench
