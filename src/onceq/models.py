@@ -1,0 +1,177 @@
+"""Plain records passed between the store and the layers above it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: Final = ("pending", "running", "succeeded", "failed", "cancelled")
+FINISHED: Final = frozenset({"succeeded", "failed", "cancelled"})
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+StepStatus = Literal["waiting", "running", "succeeded", "failed", "cancelled", "skipped"]
+
+DEFAULT_QUEUE: Final = "default"
+
+
+def _jsonable(record: Any) -> dict[str, Any]:
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name in record.__slots__
+        for value in (getattr(record, name),)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to insert. `args` must be JSON-serializable (checked by the store)."""
+
+    task: str
+    args: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    delay: float = 0.0
+    run_at: datetime | None = None
+    max_attempts: int = 1
+    key: str | None = None
+    run_id: int | None = None
+    step: str | None = None
+    item: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored; `worker` is who holds it (or last ran it)."""
+
+    id: int
+    queue: str
+    task: str
+    args: Any
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    key: str | None
+    attempts: int
+    max_attempts: int
+    lease_token: int
+    lease_expires_at: datetime | None
+    worker: str | None
+    result: Any
+    last_error: str | None
+    last_traceback: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_id: int | None
+    step: str | None
+    item: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claimed job: what a worker needs to run it and to prove it holds it.
+
+    `token` is the fencing token: every write about this attempt must carry it,
+    and the store refuses any write whose token is no longer the job's current one.
+    `args` is the raw JSON text, decoded by the worker so that one bad row fails
+    one job instead of the whole claim.
+    """
+
+    job_id: int
+    token: int
+    task: str
+    args: str
+    queue: str
+    attempts: int
+    max_attempts: int
+    run_id: int | None = None
+    step: str | None = None
+    item: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One claim of a job: who held it, when, and how it ended."""
+
+    job_id: int
+    attempt: int
+    token: int
+    worker: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    error: str | None
+    rejected: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler's failure, to record against a lease.
+
+    `retry_in` is None for a final failure; otherwise the store retries after
+    that many seconds if the job has attempts left.
+    """
+
+    lease: Lease
+    error: str
+    traceback: str | None = None
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    """A job whose lease expired (or whose worker died), and where it went."""
+
+    job_id: int
+    token: int
+    status: JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StepState:
+    """One step of a run: its status, and its jobs counted by status."""
+
+    name: str
+    status: StepStatus
+    total: int | None
+    counts: dict[str, int]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def dispatched(self) -> int:
+        """Jobs dispatched for this step (one per item; one for a plain step)."""
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self) | {"dispatched": self.dispatched}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A workflow run and its steps, in the definition's order."""
+
+    id: int
+    name: str
+    status: RunStatus
+    input: Any
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    steps: tuple[StepState, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self) | {"steps": [s.to_json() for s in self.steps]}

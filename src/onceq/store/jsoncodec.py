@@ -1,0 +1,62 @@
+"""JSON in and out of the store: strict (no NaN, no objects), with errors that name the value."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from onceq.errors import PayloadError
+
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(value: Any, what: str) -> str:
+    """Encode `value` as JSON, or raise PayloadError naming the first value that is not JSON."""
+    try:
+        text = _ENCODER.encode(value)
+        text.encode("utf-8")  # a lone surrogate (e.g. from surrogateescape) is not UTF-8
+        return text
+    except UnicodeEncodeError as exc:
+        raise PayloadError(
+            f"{what} holds a lone surrogate {text[exc.start : exc.end]!r}, which is not valid "
+            "UTF-8 (decode bytes with errors='replace', or pass them as base64)"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        path, bad = _first_bad(value, what)
+        if not path:
+            raise PayloadError(f"{what} is not JSON-serializable: {exc}") from exc
+        raise PayloadError(
+            f"{path} is not JSON-serializable: {type(bad).__name__} {_short(bad)}"
+        ) from exc
+
+
+def loads(text: str | None) -> Any:
+    """Decode JSON text from the store (None stays None)."""
+    return None if text is None else json.loads(text)
+
+
+def _first_bad(value: Any, path: str) -> tuple[str, Any]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} key {key!r}", key
+            found = _first_bad(item, f"{path}.{key}")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_bad(item, f"{path}[{index}]")
+            if found[0]:
+                return found
+        return "", None
+    if value is None or isinstance(value, str | bool | int):
+        return "", None
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return "", None
+    return path, value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,417 @@
+-- onceq job store queries, PostgreSQL dialect. Each statement sits under a `-- name:`
+-- line; sqlite/queries.sql defines the same names (a test checks it).
+-- Params are named (%(name)s). Times come from the database clock (now()), so worker
+-- clock skew cannot move a lease. Batches arrive as one JSON array (the same text the
+-- SQLite dialect reads with json_each) and are read with json_array_elements: psycopg
+-- would spend more time building the equivalent arrays than the server spends on them.
+-- Where SQLite needs a second statement for the attempt records, these statements
+-- write them in a data-modifying CTE: one round trip per worker write.
+-- Lock order, to rule out deadlocks: job rows first, then a workflow run's row.
+
+-- name: schema_version
+SELECT max(version) AS version FROM onceq_migrations;
+
+-- name: migrations_table_exists
+SELECT 1 WHERE to_regclass('onceq_migrations') IS NOT NULL;
+
+-- name: migrations_table_create
+CREATE TABLE IF NOT EXISTS onceq_migrations (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migration_record
+INSERT INTO onceq_migrations (version) VALUES (%(version)s);
+
+-- name: job_insert
+-- One job; with a key that exists already, inserts nothing (the caller then reads it).
+-- The NOTIFY wakes idle workers when the transaction commits.
+WITH ins AS (
+    INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts,
+                            run_id, step, item)
+    VALUES (%(queue)s, %(task)s, %(args)s::json, %(priority)s,
+            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
+            %(key)s, %(max_attempts)s, %(run_id)s, %(step)s, %(item)s)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING *)
+SELECT ins.*, pg_notify(%(channel)s, ins.queue) FROM ins;
+
+-- name: job_insert_many
+-- Many jobs in one statement (SQLite loops on job_insert instead: no round trips there).
+-- %(rows)s: [[queue, task, priority, run_at, delay, key, max_attempts, run_id, step,
+-- item], ...] and %(args)s: [payload, ...], matched by position (payloads apart: see
+-- Store._results_param). Ids follow input order: nextval runs as the ordered rows go in.
+INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts,
+                        run_id, step, item)
+SELECT m.e ->> 0, m.e ->> 1, a.e, (m.e ->> 2)::int,
+       coalesce((m.e ->> 3)::timestamptz, now() + make_interval(secs => (m.e ->> 4)::float8)),
+       m.e ->> 5, (m.e ->> 6)::int, (m.e ->> 7)::bigint, m.e ->> 8, (m.e ->> 9)::int
+FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS m(e, n)
+JOIN json_array_elements(%(args)s::json) WITH ORDINALITY AS a(e, n) USING (n)
+ORDER BY n
+ON CONFLICT (key) DO NOTHING
+RETURNING id, key;
+
+-- name: job_ids_by_key
+SELECT id, key FROM onceq_jobs WHERE key IN (SELECT json_array_elements_text(%(keys)s::json));
+
+-- name: job_notify
+SELECT pg_notify(%(channel)s, queue)
+FROM json_array_elements_text(%(queues)s::json) AS queue GROUP BY queue;
+
+-- name: job_dispatch
+-- A workflow job. The unique (run_id, step, item) index makes a second dispatch of the
+-- same item impossible: it inserts nothing and returns no row.
+WITH ins AS (
+    INSERT INTO onceq_jobs (queue, task, args, priority, max_attempts, run_id, step, item)
+    VALUES (%(queue)s, %(task)s, %(args)s::json, %(priority)s, %(max_attempts)s,
+            %(run_id)s, %(step)s, %(item)s)
+    ON CONFLICT (run_id, step, item) WHERE run_id IS NOT NULL DO NOTHING
+    RETURNING id, queue)
+SELECT ins.id, pg_notify(%(channel)s, ins.queue) FROM ins;
+
+-- name: job_get
+SELECT * FROM onceq_jobs WHERE id = %(job_id)s;
+
+-- name: queue_purge
+-- Deletes a queue's jobs (attempts go with them) and the workflow runs they belonged
+-- to: what `onceq diagnose` leaves behind in its own queue.
+DELETE FROM onceq_runs WHERE id IN (SELECT run_id FROM onceq_jobs WHERE queue = %(queue)s);
+
+-- name: queue_purge_jobs
+DELETE FROM onceq_jobs WHERE queue = %(queue)s;
+
+-- name: job_get_by_key
+SELECT * FROM onceq_jobs WHERE key = %(key)s;
+
+-- name: job_claim
+-- Moves up to %(limit)s due jobs of any queue to running, starts their attempt records
+-- and returns them, in one statement. The locking SELECT is a CTE, not `IN (subquery)`:
+-- the planner may run the latter as a nested loop that updates more rows than LIMIT
+-- (Oban's bug). SKIP LOCKED: rows another claimer holds are not ours to wait for.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'pending' AND run_at <= now()
+      AND left(queue, 6) <> 'onceq.'  -- reserved queues: served only when named
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = now()
+    FROM picked
+    WHERE j.id = picked.id AND j.status = 'pending'
+    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+), attempt AS (
+    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
+    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: job_claim_queue
+-- As job_claim, for one queue: an ordered walk of the (queue, priority, run_at, id) index.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'pending' AND run_at <= now() AND queue = %(queue)s
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = now()
+    FROM picked
+    WHERE j.id = picked.id AND j.status = 'pending'
+    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+), attempt AS (
+    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
+    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: job_claim_queues
+-- As job_claim, restricted to the queues in %(queues)s.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'pending' AND run_at <= now()
+      AND queue IN (SELECT json_array_elements_text(%(queues)s::json))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = now()
+    FROM picked
+    WHERE j.id = picked.id AND j.status = 'pending'
+    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+), attempt AS (
+    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
+    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: job_heartbeat
+-- Extends every lease in %(leases)s ([[id, token], ...]) still held; notes the stale
+-- ones; returns those kept.
+WITH v AS (
+    SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
+    FROM json_array_elements(%(leases)s::json) AS e
+), kept AS (
+    UPDATE onceq_jobs AS j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token
+), rejected AS (
+    -- (not for an attempt its own holder already ended: that heartbeat merely crossed
+    -- the holder's completion)
+    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'heartbeat')
+    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM kept)
+      AND a.outcome IS DISTINCT FROM 'succeeded' AND a.outcome IS DISTINCT FROM 'failed'
+      AND a.outcome IS DISTINCT FROM 'retried' AND a.outcome IS DISTINCT FROM 'released'
+)
+SELECT id, token FROM kept;
+
+-- name: job_complete
+-- Records results for the leases still held, closes their attempts, notes stale ones.
+WITH v AS (
+    -- results in an array of their own, matched by position: see the note on
+    -- Store._results_param
+    SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
+    FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
+    JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'succeeded', result = v.result, finished_at = now(),
+        lease_expires_at = NULL
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.run_id, j.step, j.item
+), ended AS (
+    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'succeeded'
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+), rejected AS (
+    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'complete')
+    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM done)
+)
+SELECT * FROM done;
+
+-- name: job_fail
+-- A failure under a held lease: back to pending after %(retry_in)s seconds while
+-- attempts remain, else failed. Returns the new status, or no row when the lease is stale.
+WITH done AS (
+    UPDATE onceq_jobs
+    SET status = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
+                      THEN 'pending' ELSE 'failed' END,
+        run_at = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
+                      THEN now() + make_interval(secs => %(retry_in)s::float8)
+                      ELSE run_at END,
+        finished_at = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
+                           THEN NULL ELSE now() END,
+        worker = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
+                      THEN NULL ELSE worker END,
+        lease_expires_at = NULL, last_error = %(error)s, last_traceback = %(traceback)s
+    WHERE id = %(job_id)s AND lease_token = %(token)s AND status = 'running'
+    RETURNING id, lease_token AS token, status, run_id, step, item
+), ended AS (
+    UPDATE onceq_attempts AS a
+    SET ended_at = now(), error = %(error)s,
+        outcome = CASE WHEN done.status = 'pending' THEN 'retried' ELSE 'failed' END
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+), rejected AS (
+    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'fail')
+    WHERE a.job_id = %(job_id)s AND a.token = %(token)s AND NOT EXISTS (SELECT 1 FROM done)
+)
+SELECT * FROM done;
+
+-- name: job_release
+-- Hands back leases whose handler never started (graceful shutdown): pending again, and
+-- the attempt is given back. The token stays bumped, so the old lease stays dead.
+WITH v AS (
+    SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
+    FROM json_array_elements(%(leases)s::json) AS e
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'pending', attempts = j.attempts - 1, lease_expires_at = NULL, worker = NULL
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token
+), ended AS (
+    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'released'
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+), rejected AS (
+    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'release')
+    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM done)
+)
+SELECT * FROM done;
+
+-- name: job_rescue
+-- Jobs whose lease expired on the database clock (%(worker)s NULL), or every job
+-- %(worker)s held once its process is known to be dead: pending again while attempts
+-- remain, else failed. The lost lease has spent its attempt, so a job that kills its
+-- worker cannot loop forever. Any number of workers may run this at once: SKIP LOCKED
+-- leaves each row to one rescuer, and the status re-check leaves nothing for a later one.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'running'
+      AND CASE WHEN %(worker)s::text IS NULL THEN lease_expires_at < now()
+               ELSE worker = %(worker)s::text END
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+        run_at = now(),
+        finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+        worker = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE j.worker END,
+        lease_expires_at = NULL, last_error = %(error)s, last_traceback = NULL
+    FROM picked WHERE j.id = picked.id AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+), ended AS (
+    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+)
+SELECT * FROM done;
+
+-- name: attempt_list
+SELECT * FROM onceq_attempts WHERE job_id = %(job_id)s ORDER BY token;
+
+-- name: job_lock
+-- Reads and locks a job before an operator action.
+SELECT * FROM onceq_jobs WHERE id = %(job_id)s FOR UPDATE;
+
+-- name: job_cancel
+WITH done AS (
+    UPDATE onceq_jobs
+    SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+    WHERE id = %(job_id)s AND status IN ('pending', 'running')
+    RETURNING id, lease_token AS token, status, run_id, step, item
+), ended AS (
+    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'cancelled', error = 'cancelled'
+    FROM done WHERE a.job_id = done.id AND a.token = done.token AND a.ended_at IS NULL
+)
+SELECT * FROM done;
+
+-- name: job_retry
+-- An operator retry: pending now, with at least %(extra)s attempts left.
+UPDATE onceq_jobs
+SET status = 'pending', run_at = now(), finished_at = NULL, worker = NULL,
+    max_attempts = greatest(max_attempts, attempts + %(extra)s)
+WHERE id = %(job_id)s AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: job_list
+SELECT * FROM onceq_jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(run_id)s::bigint IS NULL OR run_id = %(run_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: job_counts
+SELECT queue, status, count(*)::int AS n FROM onceq_jobs
+GROUP BY queue, status ORDER BY queue, status;
+
+-- name: job_pending_exists
+-- Is any job of these queues (or of all, for NULL) still to run, due or not?
+SELECT 1 FROM onceq_jobs
+WHERE status = 'pending'
+  AND (%(queues)s::json IS NULL AND left(queue, 6) <> 'onceq.'
+       OR queue IN (SELECT json_array_elements_text(%(queues)s::json)))
+LIMIT 1;
+
+-- Workflow runs. These run inside the transaction that records a job's outcome (see
+-- onceq.workflow.engine), after its job rows are locked; run_lock takes the run's row.
+
+-- name: run_insert
+INSERT INTO onceq_runs (name, definition, input)
+VALUES (%(name)s, %(definition)s::json, %(input)s::json)
+RETURNING id;
+
+-- name: step_insert
+INSERT INTO onceq_steps (run_id, step) VALUES (%(run_id)s, %(step)s);
+
+-- name: run_lock
+-- Completions of one run advance it one at a time, each seeing the ones before it.
+SELECT * FROM onceq_runs WHERE id = %(run_id)s FOR UPDATE;
+
+-- name: run_get
+SELECT * FROM onceq_runs WHERE id = %(run_id)s;
+
+-- name: run_list
+SELECT * FROM onceq_runs ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: run_finish
+UPDATE onceq_runs SET status = %(status)s, error = %(error)s, finished_at = now()
+WHERE id = %(run_id)s AND status = 'running';
+
+-- name: run_cancel_jobs
+-- A cancelled run's pending jobs; its running ones finish and advance nothing.
+UPDATE onceq_jobs SET status = 'cancelled', finished_at = now()
+WHERE run_id = %(run_id)s AND status = 'pending'
+RETURNING id;
+
+-- name: step_list
+SELECT * FROM onceq_steps WHERE run_id = %(run_id)s;
+
+-- name: step_start
+UPDATE onceq_steps
+SET status = 'running', items = %(items)s::json, total = %(total)s, started_at = now()
+WHERE run_id = %(run_id)s AND step = %(step)s AND status = 'waiting';
+
+-- name: step_set_error
+-- The first error of a step is the one kept.
+UPDATE onceq_steps SET error = %(error)s
+WHERE run_id = %(run_id)s AND step = %(step)s AND error IS NULL;
+
+-- name: step_finish
+UPDATE onceq_steps SET status = %(status)s, finished_at = now()
+WHERE run_id = %(run_id)s AND step = %(step)s AND status = 'running';
+
+-- name: step_close_waiting
+-- Steps that can no longer start, once the run ends (skipped) or is cancelled.
+UPDATE onceq_steps SET status = %(status)s WHERE run_id = %(run_id)s AND status = 'waiting';
+
+-- name: job_step_progress
+-- How far a step is: items dispatched (they are numbered from 0, in order) and jobs
+-- still pending or running. Two index probes, whatever the size of the fan-out.
+SELECT (SELECT coalesce(max(item) + 1, 0) FROM onceq_jobs
+        WHERE run_id = %(run_id)s AND step = %(step)s) AS dispatched,
+       (SELECT count(*) FROM onceq_jobs
+        WHERE run_id = %(run_id)s AND step = %(step)s
+          AND status IN ('pending', 'running')) AS active;
+
+-- name: job_step_results
+SELECT item, result FROM onceq_jobs
+WHERE run_id = %(run_id)s AND step = %(step)s ORDER BY item;
+
+-- name: job_run_counts
+SELECT step, status, count(*)::int AS n FROM onceq_jobs WHERE run_id = %(run_id)s
+GROUP BY step, status;
+
+-- name: job_running_exists
+-- Is any job of these queues (all, for NULL) running? Through the index of running jobs.
+SELECT 1 FROM onceq_jobs
+WHERE status = 'running' AND lease_expires_at IS NOT NULL
+  AND (%(queues)s::json IS NULL OR queue IN (SELECT json_array_elements_text(%(queues)s::json)))
+LIMIT 1;
+
+-- name: run_status_for_retry
+-- The status of a retried job's run, read after the job's own lock (lock order: job
+-- rows, then the run's row); FOR SHARE makes a concurrent run cancel wait, or wait for it.
+SELECT status FROM onceq_runs WHERE id = %(run_id)s FOR SHARE;
+
+-- name: job_cancel_retry
+-- A retry of a job whose run has ended (cancelled, or failed elsewhere) is not run: the
+-- job is cancelled instead.
+UPDATE onceq_jobs SET status = 'cancelled', finished_at = now(), worker = NULL
+WHERE id = %(job_id)s AND status = 'pending';
+
+-- name: step_cancel_open
+-- A cancelled run's steps that had not finished.
+UPDATE onceq_steps SET status = 'cancelled', finished_at = now()
+WHERE run_id = %(run_id)s AND status IN ('waiting', 'running');

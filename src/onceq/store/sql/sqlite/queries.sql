@@ -1,0 +1,326 @@
+-- onceq job store queries, SQLite dialect. Each statement sits under a `-- name:` line;
+-- postgres/queries.sql defines the same names (a test checks it).
+-- Params are named (:name). Times are REAL unix seconds passed in as :now, because
+-- SQLite 3.40's clock functions lack sub-millisecond precision and every process here
+-- shares one machine clock. Batches arrive as one JSON array and are read with
+-- json_each: one statement per batch, as unnest() does for PostgreSQL. In those, `+status`
+-- (a unary plus) stops the planner from driving the statement by status, so each batch
+-- element is one primary-key lookup.
+
+-- name: schema_version
+-- The highest migration applied, or NULL on an empty migrations table.
+SELECT max(version) AS version FROM onceq_migrations;
+
+-- name: migrations_table_exists
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'onceq_migrations';
+
+-- name: migrations_table_create
+CREATE TABLE IF NOT EXISTS onceq_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at REAL NOT NULL
+);
+
+-- name: migration_record
+INSERT INTO onceq_migrations (version, applied_at) VALUES (:version, :now);
+
+-- name: job_insert
+-- One job; with a key that exists already, inserts nothing (the caller then reads it).
+INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts, created_at,
+                        run_id, step, item)
+VALUES (:queue, :task, :args, :priority, coalesce(:run_at, :now + :delay), :key, :max_attempts,
+        :now, :run_id, :step, :item)
+ON CONFLICT (key) DO NOTHING
+RETURNING *;
+
+-- name: job_dispatch
+-- A workflow job. The unique (run_id, step, item) index makes a second dispatch of the
+-- same item impossible: it inserts nothing and returns no row.
+INSERT INTO onceq_jobs (queue, task, args, priority, run_at, max_attempts, created_at,
+                        run_id, step, item)
+VALUES (:queue, :task, :args, :priority, :now, :max_attempts, :now, :run_id, :step, :item)
+ON CONFLICT (run_id, step, item) WHERE run_id IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: job_get
+SELECT * FROM onceq_jobs WHERE id = :job_id;
+
+-- name: job_get_by_key
+SELECT * FROM onceq_jobs WHERE key = :key;
+
+-- name: job_claim
+-- Moves up to :limit due jobs of any queue to running and returns them, in one statement.
+-- "Any" leaves out queues named onceq.* (onceq's own tools): a worker serves those only
+-- when it names them.
+-- No FOR UPDATE SKIP LOCKED in SQLite: the caller holds BEGIN IMMEDIATE, so this is the
+-- only writer and nothing else has the rows; the outer status re-check keeps the
+-- statement correct on its own. RETURNING order is unspecified: the caller sorts.
+UPDATE onceq_jobs
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+WHERE id IN (SELECT id FROM onceq_jobs
+             WHERE status = 'pending' AND run_at <= :now
+               AND substr(queue, 1, 6) <> 'onceq.'  -- reserved queues: named ones only
+             ORDER BY priority DESC, run_at, id
+             LIMIT :limit)
+  AND +status = 'pending'
+RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
+          priority, run_at;
+
+-- name: job_claim_queue
+-- As job_claim, for one queue: an ordered walk of the (queue, priority, run_at, id) index.
+UPDATE onceq_jobs
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+WHERE id IN (SELECT id FROM onceq_jobs
+             WHERE status = 'pending' AND run_at <= :now
+               AND queue = :queue
+             ORDER BY priority DESC, run_at, id
+             LIMIT :limit)
+  AND +status = 'pending'
+RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
+          priority, run_at;
+
+-- name: job_claim_queues
+-- As job_claim, restricted to the queues in :queues (a JSON array of names).
+-- The IN list costs a sort of those queues' due jobs: prefer one queue per worker.
+UPDATE onceq_jobs
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+WHERE id IN (SELECT id FROM onceq_jobs
+             WHERE status = 'pending' AND run_at <= :now
+               AND queue IN (SELECT value FROM json_each(:queues))
+             ORDER BY priority DESC, run_at, id
+             LIMIT :limit)
+  AND +status = 'pending'
+RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
+          priority, run_at;
+
+-- name: job_claimable
+-- A read-only check before taking the write lock, so idle workers polling the file do not
+-- queue up behind each other for BEGIN IMMEDIATE.
+-- Only this worker's queues (:queues, a JSON array; NULL: all but the reserved ones).
+SELECT 1 FROM onceq_jobs
+WHERE status = 'pending' AND run_at <= :now
+  AND (:queues IS NULL AND substr(queue, 1, 6) <> 'onceq.'
+       OR queue IN (SELECT value FROM json_each(:queues)))
+LIMIT 1;
+
+-- name: queue_purge
+-- Deletes a queue's jobs (attempts go with them) and the workflow runs they belonged
+-- to: what `onceq diagnose` leaves behind in its own queue.
+DELETE FROM onceq_runs WHERE id IN (SELECT run_id FROM onceq_jobs WHERE queue = :queue);
+
+-- name: queue_purge_jobs
+DELETE FROM onceq_jobs WHERE queue = :queue;
+
+-- name: attempt_insert_claimed
+-- The attempt record of each lease just granted (:leases is [[id, token], ...]).
+INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
+SELECT id, lease_token, attempts, worker, started_at FROM onceq_jobs
+WHERE (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
+
+-- name: job_heartbeat
+-- Extends every lease in :leases that is still held; returns those kept.
+UPDATE onceq_jobs SET lease_expires_at = :now + :lease
+WHERE +status = 'running'
+  AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
+RETURNING id, lease_token AS token;
+
+-- name: job_complete
+-- Records results for the leases in :batch ([[id, token, result], ...]) still held.
+-- `value -> 2` is the JSON text of the result, whatever its type.
+UPDATE onceq_jobs AS j
+SET status = 'succeeded', result = v.result, finished_at = :now, lease_expires_at = NULL
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value -> 2 AS result
+      FROM json_each(:batch)) AS v
+WHERE j.id = v.id AND j.lease_token = v.token AND +j.status = 'running'
+-- (RETURNING sees only the updated table, and not by its alias.)
+RETURNING id, lease_token AS token, run_id, step, item;
+
+-- name: job_fail
+-- A failure under a held lease: back to pending after :retry_in seconds while attempts
+-- remain, else failed. Returns the new status, or no row when the lease is not held.
+UPDATE onceq_jobs
+SET status = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
+                  THEN 'pending' ELSE 'failed' END,
+    run_at = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
+                  THEN :now + :retry_in ELSE run_at END,
+    finished_at = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
+                       THEN NULL ELSE :now END,
+    worker = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
+                  THEN NULL ELSE worker END,
+    lease_expires_at = NULL, last_error = :error, last_traceback = :traceback
+WHERE id = :job_id AND lease_token = :token AND +status = 'running'
+RETURNING id, lease_token AS token, status, run_id, step, item;
+
+-- name: job_release
+-- Hands back leases whose handler never started (graceful shutdown): pending again, and
+-- the attempt is given back. The token stays bumped, so the old lease stays dead.
+UPDATE onceq_jobs
+SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL, worker = NULL
+WHERE +status = 'running'
+  AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
+RETURNING id, lease_token AS token;
+
+-- name: job_rescue
+-- Jobs whose lease expired (:worker NULL), or every job :worker held once its process is
+-- known to be dead: pending again while attempts remain, else failed. The lost lease has
+-- spent its attempt, so a job that kills its worker cannot loop forever. Any number of
+-- workers may run this at once: each row changes under BEGIN IMMEDIATE, and the status
+-- re-check leaves nothing for a second rescuer. (Through the index of running jobs:
+-- there are few.)
+UPDATE onceq_jobs
+SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at = :now,
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+    worker = CASE WHEN attempts < max_attempts THEN NULL ELSE worker END,
+    lease_expires_at = NULL, last_error = :error, last_traceback = NULL
+WHERE status = 'running' AND lease_expires_at IS NOT NULL
+  AND CASE WHEN :worker IS NULL THEN lease_expires_at < :now ELSE worker = :worker END
+RETURNING id, lease_token AS token, status, run_id, step, item;
+
+-- name: attempt_end
+-- Closes the attempt records of the leases in :leases with one outcome.
+UPDATE onceq_attempts SET ended_at = :now, outcome = :outcome, error = :error
+WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
+
+-- name: attempt_reject
+-- Notes a stale write (:op) refused for each lease in :leases. A heartbeat that crossed
+-- its own holder's completion is not one: the holder ended that attempt itself.
+UPDATE onceq_attempts SET rejected = coalesce(rejected || ',', '') || :op
+WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
+  AND NOT (:op = 'heartbeat'
+           AND coalesce(outcome IN ('succeeded', 'failed', 'retried', 'released'), 0));
+
+-- name: attempt_list
+SELECT * FROM onceq_attempts WHERE job_id = :job_id ORDER BY token;
+
+-- name: job_lock
+-- Reads a job before an operator action. (PostgreSQL adds FOR UPDATE; here BEGIN
+-- IMMEDIATE already holds the only write lock.)
+SELECT * FROM onceq_jobs WHERE id = :job_id;
+
+-- name: job_cancel
+UPDATE onceq_jobs
+SET status = 'cancelled', finished_at = :now, lease_expires_at = NULL
+WHERE id = :job_id AND status IN ('pending', 'running')
+RETURNING id, lease_token AS token, status, run_id, step, item;
+
+-- name: job_retry
+-- An operator retry: pending now, with at least :extra attempts left.
+-- (max() here is greatest() in PostgreSQL.)
+UPDATE onceq_jobs
+SET status = 'pending', run_at = :now, finished_at = NULL, worker = NULL,
+    max_attempts = max(max_attempts, attempts + :extra)
+WHERE id = :job_id AND status IN ('failed', 'cancelled')
+RETURNING *;
+
+-- name: job_list
+SELECT * FROM onceq_jobs
+WHERE (:status IS NULL OR status = :status)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:run_id IS NULL OR run_id = :run_id)
+ORDER BY id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: job_counts
+SELECT queue, status, count(*) AS n FROM onceq_jobs GROUP BY queue, status ORDER BY queue, status;
+
+-- name: job_pending_exists
+-- Is any job of these queues (:queues, a JSON array, or NULL for all) still to run,
+-- due or not? (Used by --burst to know when to stop.)
+SELECT 1 FROM onceq_jobs
+WHERE status = 'pending'
+  AND (:queues IS NULL AND substr(queue, 1, 6) <> 'onceq.'
+       OR queue IN (SELECT value FROM json_each(:queues)))
+LIMIT 1;
+
+-- Workflow runs. These run inside the transaction that records a job's outcome (see
+-- onceq.workflow.engine); BEGIN IMMEDIATE already serializes them, so run_lock needs no
+-- FOR UPDATE here.
+
+-- name: run_insert
+INSERT INTO onceq_runs (name, definition, input, created_at)
+VALUES (:name, :definition, :input, :now)
+RETURNING id;
+
+-- name: step_insert
+INSERT INTO onceq_steps (run_id, step) VALUES (:run_id, :step);
+
+-- name: run_lock
+SELECT * FROM onceq_runs WHERE id = :run_id;
+
+-- name: run_get
+SELECT * FROM onceq_runs WHERE id = :run_id;
+
+-- name: run_list
+SELECT * FROM onceq_runs ORDER BY id DESC LIMIT :limit OFFSET :offset;
+
+-- name: run_finish
+UPDATE onceq_runs SET status = :status, error = :error, finished_at = :now
+WHERE id = :run_id AND status = 'running';
+
+-- name: run_cancel_jobs
+-- A cancelled run's pending jobs; its running ones finish and advance nothing.
+UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now
+WHERE run_id = :run_id AND status = 'pending'
+RETURNING id;
+
+-- name: step_list
+SELECT * FROM onceq_steps WHERE run_id = :run_id;
+
+-- name: step_start
+UPDATE onceq_steps SET status = 'running', items = :items, total = :total, started_at = :now
+WHERE run_id = :run_id AND step = :step AND status = 'waiting';
+
+-- name: step_set_error
+-- The first error of a step is the one kept.
+UPDATE onceq_steps SET error = :error WHERE run_id = :run_id AND step = :step AND error IS NULL;
+
+-- name: step_finish
+UPDATE onceq_steps SET status = :status, finished_at = :now
+WHERE run_id = :run_id AND step = :step AND status = 'running';
+
+-- name: step_close_waiting
+-- Steps that can no longer start, once the run ends (skipped) or is cancelled.
+UPDATE onceq_steps SET status = :status WHERE run_id = :run_id AND status = 'waiting';
+
+-- name: job_step_progress
+-- How far a step is: items dispatched (they are numbered from 0, in order) and jobs
+-- still pending or running. Two index probes, whatever the size of the fan-out.
+SELECT (SELECT coalesce(max(item) + 1, 0) FROM onceq_jobs
+        WHERE run_id = :run_id AND step = :step) AS dispatched,
+       (SELECT count(*) FROM onceq_jobs
+        WHERE run_id = :run_id AND step = :step
+          AND status IN ('pending', 'running')) AS active;
+
+-- name: job_step_results
+SELECT item, result FROM onceq_jobs WHERE run_id = :run_id AND step = :step ORDER BY item;
+
+-- name: job_run_counts
+SELECT step, status, count(*) AS n FROM onceq_jobs WHERE run_id = :run_id
+GROUP BY step, status;
+
+-- name: job_running_exists
+-- Is any job of these queues (all, for NULL) running? Through the index of running jobs.
+SELECT 1 FROM onceq_jobs
+WHERE status = 'running' AND lease_expires_at IS NOT NULL
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+LIMIT 1;
+
+-- name: run_status_for_retry
+-- The status of a retried job's run, read after the job's own lock (lock order: job
+-- rows, then the run's row).
+SELECT status FROM onceq_runs WHERE id = :run_id;
+
+-- name: job_cancel_retry
+-- A retry of a job whose run has ended (cancelled, or failed elsewhere) is not run: the
+-- job is cancelled instead.
+UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now, worker = NULL
+WHERE id = :job_id AND status = 'pending';
+
+-- name: step_cancel_open
+-- A cancelled run's steps that had not finished.
+UPDATE onceq_steps SET status = 'cancelled', finished_at = :now
+WHERE run_id = :run_id AND status IN ('waiting', 'running');
