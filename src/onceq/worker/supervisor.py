@@ -1,0 +1,209 @@
+"""Runs P worker processes, restarts one that dies, and stops them on a signal.
+
+Each child is the leader of its own process group. When one exits, the supervisor
+first kills what is left of that group (subprocess handlers), then rescues every job
+the child still held: the process is gone, so none of its handlers can still be
+running, and the jobs go back to pending at once instead of waiting for the lease to
+expire (the attempt counts, so a job that kills its worker cannot loop forever).
+
+SIGTERM/SIGINT: the children drain (stop claiming, release unstarted jobs, finish
+running ones within the grace period) and the supervisor exits 0. A second signal
+kills them at once; their jobs are rescued the same way and it exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from onceq import logs
+from onceq.store import open_store
+
+log = logging.getLogger("onceq.supervisor")
+QUICK_DEATH = 2.0  # a child that dies sooner than this after starting is restarted slowly
+
+
+@dataclass
+class _Slot:
+    index: int
+    generation: int = 0
+    process: multiprocessing.process.BaseProcess | None = None
+    name: str = ""
+    started: float = 0.0
+    backoff: float = 0.0
+    done: bool = False
+
+
+class Supervisor:
+    """P worker processes for the app at `app_ref` (module:attr)."""
+
+    def __init__(
+        self,
+        app_ref: str,
+        *,
+        url: str,
+        processes: int,
+        burst: bool = False,
+        log_level: str = "INFO",
+        worker_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.app_ref = app_ref
+        self.url = url
+        self.burst = burst
+        self.log_level = log_level
+        self.options = worker_options or {}
+        self.slots = [_Slot(i) for i in range(processes)]
+        self.tag = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stopping = False
+        self._forced = False
+        self._unrescued: list[tuple[str, str]] = []
+        self.rescued = 0
+
+    def run(self) -> int:
+        """Supervise until the children are done (burst) or stopped; the exit code."""
+        store = open_store(self.url)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            while not all(slot.done for slot in self.slots):
+                live = [s.process.sentinel for s in self.slots if s.process and not s.done]
+                if live:
+                    multiprocessing.connection.wait(live, timeout=0.5)
+                for slot in self.slots:
+                    if slot.process is not None and not slot.done and not slot.process.is_alive():
+                        self._reap(slot, store)
+                    elif (
+                        slot.process is None and not slot.done and time.monotonic() >= slot.started
+                    ):
+                        self._spawn(slot)  # a restart whose backoff has passed
+                if not live:
+                    time.sleep(0.05)
+                self._rescue_dead(store)
+            self._rescue_dead(store)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            store.close()
+        return 1 if self._forced else 0
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.generation += 1
+        slot.name = f"{self.tag}:{slot.index}.{slot.generation}"
+        process = self._ctx.Process(
+            target=_child_main,
+            args=(self.app_ref, self.url, slot.name, self.options, self.burst, self.log_level,
+                  os.getpid()),
+            name=f"onceq-worker-{slot.index}",
+        )  # fmt: skip
+        process.start()
+        slot.process, slot.started = process, time.monotonic()
+        logs.event(log, logging.INFO, "worker.spawned", worker=slot.name, pid=process.pid)
+
+    def _reap(self, slot: _Slot, store: Any) -> None:
+        process = slot.process
+        assert process is not None and process.pid is not None
+        process.join()
+        code = process.exitcode
+        _kill_group(process.pid)  # subprocess handlers it may have left behind
+        reason = (
+            f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        )
+        rescued = store.job_rescue_worker(slot.name, reason)
+        self.rescued += len(rescued)
+        level = logging.INFO if code == 0 else logging.WARNING
+        logs.event(
+            log, level, "worker.exited", worker=slot.name, reason=reason, rescued=len(rescued)
+        )
+        slot.process = None
+        if self._stopping or (self.burst and code == 0):
+            slot.done = True
+            return
+        lived = time.monotonic() - slot.started
+        slot.backoff = min(max(slot.backoff * 2, 0.5), 10.0) if lived < QUICK_DEATH else 0.0
+        slot.started = time.monotonic() + slot.backoff  # when to restart it
+
+    def _rescue_dead(self, store: Any) -> None:
+        """Put back the jobs of dead workers. The database may be away: then try again at
+        the next turn of the loop (the leases would expire anyway, only later)."""
+        while self._unrescued:
+            name, reason = self._unrescued[0]
+            try:
+                rescued = store.job_rescue_worker(name, reason)
+            except Exception as exc:
+                log.warning("could not rescue the jobs of %s yet (%s)", name, exc)
+                return
+            self._unrescued.pop(0)
+            self.rescued += len(rescued)
+            if rescued:
+                logs.event(log, logging.WARNING, "worker.jobs_rescued", worker=name,
+                           jobs=len(rescued))  # fmt: skip
+
+    def _on_signal(self, signum: int, _: Any) -> None:
+        live = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+        if self._stopping:
+            self._forced = True
+            log.warning("second signal: killing %d worker process(es)", len(live))
+            for process in live:
+                _kill_group(process.pid)
+            return
+        self._stopping = True
+        for slot in self.slots:
+            if slot.process is None:
+                slot.done = True  # waiting for a restart: none now
+        logs.event(
+            log,
+            logging.INFO,
+            "supervisor.draining",
+            signal=signal.Signals(signum).name,
+            workers=len(live),
+        )
+        for process in live:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+
+def _kill_group(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _child_main(
+    app_ref: str,
+    url: str,
+    name: str,
+    options: dict[str, Any],
+    burst: bool,
+    log_level: str,
+    parent_pid: int,
+) -> None:
+    os.setpgrp()  # its own group: the supervisor can kill it with its subprocesses
+    logs.setup(log_level)
+    from onceq.loader import import_app
+
+    app = import_app(app_ref)
+    app.use(url)
+    worker = app.worker(name=name, **options)
+
+    def watch_parent() -> None:
+        # An orphan drains and exits: nobody would rescue its jobs if it died later.
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        log.warning("supervisor %s is gone: draining", parent_pid)
+        worker.stop()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    worker.run(burst=burst)
