@@ -1,0 +1,1 @@
+"""Example tasks and workflows shipped with onceq (used by `onceq demo`)."""
