@@ -1,0 +1,5 @@
+"""The `onceq` command."""
+
+from onceq.cli.main import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,121 @@
+"""`onceq`: migrate, worker, enqueue, and the sub-apps (jobs, workflows, tools)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from onceq import logs
+from onceq.cli import jobs
+from onceq.cli.common import AppOption, UrlOption, console, guarded, parse_json, store_at
+from onceq.cli.demo import demo
+from onceq.cli.tools import bench, diagnose
+from onceq.cli.workflow import workflow_cli
+from onceq.store import queries
+from onceq.store.urls import resolve
+
+cli = typer.Typer(
+    name="onceq",
+    help="A durable task queue and workflow engine, backed by SQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # usage errors as plain lines, not boxes
+)
+jobs.register(cli)
+cli.add_typer(workflow_cli, name="workflow")
+cli.command()(demo)
+cli.command()(diagnose)
+cli.command()(bench)
+
+
+@cli.command()
+def migrate(url: UrlOption = None) -> None:
+    """Create or upgrade the schema (a second run changes nothing)."""
+    with store_at(url, check_schema=False) as store:
+        applied = store.migrate()
+        known = len(queries.migrations(store.dialect))
+    if applied:
+        console.print(f"applied migration(s) {', '.join(map(str, applied))}; schema at v{known}")
+    else:
+        console.print(f"schema already at v{known}; nothing to do")
+
+
+@cli.command()
+@guarded
+def worker(
+    app: AppOption,
+    url: UrlOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs at once per process.")] = 8,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeatable).")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once no job of its queues is left.")] = False,
+    lease: Annotated[float, typer.Option(min=0.1, help="Lease length, seconds.")] = 30.0,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds to finish jobs on SIGTERM.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run workers. SIGTERM/SIGINT drains gracefully; a second signal stops at once."""
+    from onceq.loader import import_app
+    from onceq.worker.supervisor import Supervisor
+
+    logs.setup(log_level)
+    import_app(app)  # fail here, with one line, rather than in every child
+    supervisor = Supervisor(
+        app,
+        url=resolve(url),
+        processes=processes,
+        burst=burst,
+        log_level=log_level,
+        worker_options={
+            "concurrency": concurrency,
+            "queues": queue or None,
+            "lease": lease,
+            "grace": grace,
+        },
+    )
+    raise typer.Exit(supervisor.run())
+
+
+@cli.command()
+@guarded
+def enqueue(
+    app: AppOption,
+    task: Annotated[str, typer.Argument(help="Task name, as registered.")],
+    payload: Annotated[str, typer.Option("--json", help="Arguments as a JSON object.")] = "{}",
+    url: UrlOption = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    delay: Annotated[
+        float, typer.Option(min=0, max=315_360_000, help="Seconds before it may run.")
+    ] = 0.0,
+    priority: Annotated[
+        int | None, typer.Option(min=-(2**31), max=2**31 - 1, help="Higher runs first.")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue (default: the task's).")] = None,
+) -> None:
+    """Enqueue one job (validated against the task's signature); prints its id."""
+    from onceq.loader import import_app
+
+    args = parse_json(payload, "--json")
+    if not isinstance(args, dict):
+        from onceq.cli.common import fail
+
+        fail("--json must be a JSON object of the task's arguments")
+    the_app = import_app(app)
+    if url:
+        the_app.use(url)
+    options = {"key": key, "delay": delay, "queue": queue}
+    if priority is not None:
+        options["priority"] = priority
+    try:
+        job = the_app.enqueue(task, args, **{k: v for k, v in options.items() if v is not None})
+    finally:
+        the_app.close()
+    console.print(job.id)
+
+
+def main() -> None:
+    """Entry point of the `onceq` script."""
+    cli()
