@@ -1,0 +1,37 @@
+"""The SQL files: both dialects name the same statements, and migrations are in order."""
+
+from __future__ import annotations
+
+from onceq.store import queries
+
+# Statements only one dialect needs, and why.
+SQLITE_ONLY = {
+    "attempt_insert_claimed",  # PostgreSQL's claim CTE writes the attempt records
+    "attempt_end",  # PostgreSQL's worker writes close attempts in their CTEs
+    "attempt_reject",  # likewise for refused stale writes
+    "job_claimable",  # a read before BEGIN IMMEDIATE; PostgreSQL claims with SKIP LOCKED
+}
+POSTGRES_ONLY = {
+    "job_insert_many",  # one round trip per batch; SQLite loops in-process
+    "job_ids_by_key",  # reads back keyed rows of a batch
+    "job_notify",  # LISTEN/NOTIFY wake-ups
+}
+
+
+def test_both_dialects_define_the_same_statements() -> None:
+    sqlite, postgres = set(queries.load("sqlite")), set(queries.load("postgres"))
+    assert sqlite - postgres == SQLITE_ONLY
+    assert postgres - sqlite == POSTGRES_ONLY
+
+
+def test_migrations_are_numbered_alike() -> None:
+    assert [v for v, _ in queries.migrations("sqlite")] == [
+        v for v, _ in queries.migrations("postgres")
+    ]
+
+
+def test_parse_rejects_a_name_defined_twice() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="defined twice"):
+        queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")

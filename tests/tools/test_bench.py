@@ -1,0 +1,38 @@
+"""`onceq bench` runs its scenarios and reports them (figures are not judged here:
+speed is measured in benchmarks, never asserted in tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_bench_quick_reports_every_scenario(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "postgres":
+        request.getfixturevalue("pg_server")
+    result = subprocess.run(
+        [sys.executable, "-m", "onceq", "bench", "--quick", "--json", "--backend", backend,
+         "--postgres-url", PG_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    scenarios = [f["scenario"] for f in report["figures"]]
+    assert scenarios == [
+        "efficiency 2 x 0.2s / 2 workers", "efficiency 4 x 0.2s / 3 workers",
+        "no-op throughput", "enqueue, one by one", "enqueue, batched",
+        "latency p50", "latency p95", "latency p99", "fan-out of 100 to join",
+    ]  # fmt: skip
+    assert all(f["value"] > 0 and f["backend"] == backend for f in report["figures"])

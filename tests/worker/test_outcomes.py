@@ -1,0 +1,79 @@
+"""One outcome the store cannot write must not hold up the others (nor the worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from onceq import App
+from tests.worker.conftest import run_in_thread
+
+
+def test_errors_and_results_a_database_would_refuse_fail_only_their_own_job(app: App) -> None:
+    @app.task(name="bad_error")
+    def bad_error() -> None:
+        raise ValueError("a NUL \x00 and a lone surrogate \udc80 in the message")
+
+    @app.task(name="bad_result")
+    def bad_result() -> str:
+        return b"\xff".decode("utf-8", "surrogateescape")
+
+    @app.task(name="fine")
+    def fine(n: int) -> int:
+        return n
+
+    error_job, result_job = app.enqueue("bad_error"), app.enqueue("bad_result")
+    fine_jobs = [app.enqueue("fine", {"n": n}) for n in range(10)]
+    thread = run_in_thread(app.worker(concurrency=4))
+    thread.join(60)
+    assert not thread.is_alive()
+    assert [app.get_job(j.id).result for j in fine_jobs] == list(range(10))
+    failed = app.get_job(error_job.id)
+    assert failed.status == "failed"
+    assert failed.last_error == (
+        "ValueError: a NUL \\x00 and a lone surrogate \\udc80 in the message"
+    )
+    refused = app.get_job(result_job.id)
+    assert refused.status == "failed"
+    assert "holds a lone surrogate" in (refused.last_error or "")
+
+
+def test_a_batch_the_store_refuses_is_written_one_by_one(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the store cannot take (here: a simulated refusal for one job), the batch
+    falls apart into single writes; that job is failed, saying why; the rest succeed."""
+
+    @app.task(name="fine")
+    def fine(n: int) -> int:
+        return n
+
+    jobs = [app.enqueue("fine", {"n": n}) for n in range(8)]
+    poisoned = jobs[3].id
+    store = app.store
+    real_batch, real_many = store.job_complete_and_claim, store.job_complete_many
+
+    def refuse(items: Any, *rest: Any) -> Any:
+        if any(lease.job_id == poisoned for lease, _ in items):
+            raise ValueError("the database refused this batch")
+        return real_batch(items, *rest)
+
+    def refuse_one(items: Any) -> Any:
+        if any(lease.job_id == poisoned for lease, _ in items):
+            raise ValueError("the database refused this result")
+        return real_many(items)
+
+    monkeypatch.setattr(store, "job_complete_and_claim", refuse)
+    monkeypatch.setattr(store, "job_complete_many", refuse_one)
+    worker = app.worker(concurrency=8)
+    thread = run_in_thread(worker)
+    thread.join(60)
+    assert not thread.is_alive()
+    statuses = {j.id: app.get_job(j.id) for j in jobs}
+    assert all(job.status == "succeeded" for i, job in statuses.items() if i != poisoned)
+    assert statuses[poisoned].status == "failed"
+    assert statuses[poisoned].last_error == (
+        "OutcomeError: the outcome could not be recorded: ValueError: the database refused "
+        "this result"
+    )

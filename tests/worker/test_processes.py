@@ -1,0 +1,128 @@
+"""Real worker processes: killed, drained, restarted, poisoned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from onceq import App
+from tests.helpers import eventually
+from tests.worker.apps import read_ledger
+from tests.worker.conftest import kill, start_worker_process, task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_worker(url: str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`onceq worker --app tests.worker.apps:app …` as a user would start it; its log
+    goes to LEDGER.log."""
+    env = {**os.environ, "ONCEQ_URL": url, "ONCEQ_TEST_LEDGER": str(ledger)}
+    with open(f"{ledger}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "onceq", "worker", "--app", "tests.worker.apps:app", *args],
+            cwd=ROOT, env=env, stderr=log,
+        )  # fmt: skip
+
+
+def logged(ledger: Path, text: str) -> bool:
+    path = Path(f"{ledger}.log")
+    return path.exists() and text in path.read_text()
+
+
+def starts(ledger: Path, job_id: int) -> list[tuple[int, int]]:
+    return [
+        (attempt, pid) for j, attempt, pid, e in read_ledger(ledger) if j == job_id and e == "start"
+    ]
+
+
+def test_a_killed_worker_s_job_is_rescued_after_its_lease_and_runs_once_more(
+    app: App, ledger: Path
+) -> None:
+    victim = task(app, "slow_first_attempt").enqueue(seconds=60)
+    first = start_worker_process(app.url, ledger, concurrency=1, lease=1.0)
+    eventually(lambda: starts(ledger, victim.id), timeout=30)
+    others = [task(app, "record").enqueue(n=n) for n in range(5)]
+    kill(first)  # SIGKILL in the middle of the job: no drain, no release
+    assert app.get_job(victim.id).status == "running"  # nothing else knows yet
+
+    second = start_worker_process(app.url, ledger, concurrency=2, lease=1.0)
+    try:
+        eventually(lambda: app.get_job(victim.id).status == "succeeded", timeout=60)
+        eventually(lambda: all(app.get_job(j.id).status == "succeeded" for j in others))
+    finally:
+        kill(second)
+    done = app.get_job(victim.id)
+    assert done.attempts == 2
+    (attempt1, pid1), (attempt2, pid2) = starts(ledger, victim.id)
+    assert (attempt1, attempt2) == (1, 2) and pid1 == first.pid and pid2 == second.pid
+    assert [a.outcome for a in app.store.attempt_list(victim.id)] == ["lease_expired", "succeeded"]
+    runs = Counter(j for j, _, _, e in read_ledger(ledger) if e == "run")
+    assert runs == Counter({j.id: 1 for j in others})  # nothing else ran twice
+
+
+def test_the_supervisor_rescues_a_dead_child_s_jobs_at_once_and_restarts_it(
+    app: App, ledger: Path
+) -> None:
+    victim = task(app, "slow_first_attempt").enqueue(seconds=60)
+    supervisor = cli_worker(app.url, ledger, "--processes", "2", "--lease", "600")
+    try:
+        eventually(lambda: starts(ledger, victim.id), timeout=30)
+        [(_, child_pid)] = starts(ledger, victim.id)
+        os.kill(child_pid, signal.SIGKILL)
+        # A 600 s lease: only the supervisor's rescue can bring it back this soon.
+        eventually(lambda: app.get_job(victim.id).status == "succeeded", timeout=60)
+        first, second = app.store.attempt_list(victim.id)
+        assert first.outcome == "worker_died" and "signal SIGKILL" in (first.error or "")
+        assert second.outcome == "succeeded"
+        task(app, "record").enqueue(n=1)  # the restarted slots keep working
+        eventually(lambda: app.store.job_counts() == [("default", "succeeded", 2)], timeout=30)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0
+
+
+def test_sigterm_drains_running_jobs_and_loses_nothing(app: App, ledger: Path) -> None:
+    jobs = [task(app, "sleepy").enqueue(seconds=1.0) for _ in range(6)]
+    supervisor = cli_worker(app.url, ledger, "--concurrency", "2", "--grace", "30")
+    eventually(lambda: len(read_ledger(ledger)) >= 2, timeout=30)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(60) == 0
+    statuses = Counter(app.get_job(j.id).status for j in jobs)
+    assert statuses["succeeded"] >= 2 and statuses["failed"] == statuses["running"] == 0
+    assert statuses["succeeded"] + statuses["pending"] == 6
+    events = Counter(e for _, _, _, e in read_ledger(ledger))
+    assert events["start"] == events["end"] == statuses["succeeded"]  # every start finished
+    for j in jobs:
+        job = app.get_job(j.id)
+        if job.status == "pending":
+            assert job.attempts == 0  # never started, or handed back unstarted
+
+
+def test_a_second_sigterm_stops_at_once_and_leaves_nothing_running(app: App, ledger: Path) -> None:
+    jobs = [task(app, "sleepy").enqueue(seconds=60) for _ in range(2)]
+    supervisor = cli_worker(app.url, ledger, "--concurrency", "2", "--grace", "120")
+    eventually(lambda: len(read_ledger(ledger)) == 2, timeout=30)
+    supervisor.send_signal(signal.SIGTERM)
+    eventually(lambda: logged(ledger, "supervisor.draining"))
+    supervisor.send_signal(signal.SIGTERM)  # a second signal: stop now
+    assert supervisor.wait(30) == 1
+    for j in jobs:  # rescued by the supervisor, not left to a 30 s lease
+        job = app.get_job(j.id)
+        assert (job.status, job.attempts) == ("pending", 1)
+        assert app.store.attempt_list(j.id)[0].outcome == "worker_died"
+
+
+def test_a_poison_job_fails_after_its_attempts_and_the_others_flow(app: App, ledger: Path) -> None:
+    poison = task(app, "poison").enqueue()
+    others = [task(app, "record").enqueue(n=n) for n in range(4)]
+    supervisor = cli_worker(app.url, ledger, "--concurrency", "1", "--burst", "--lease", "600")
+    assert supervisor.wait(120) == 0
+    dead = app.get_job(poison.id)
+    assert (dead.status, dead.attempts) == ("failed", 3)
+    assert "died: exit code 3" in (dead.last_error or "")
+    assert all(app.get_job(j.id).status == "succeeded" for j in others)
+    assert len(starts(ledger, poison.id)) == 3
