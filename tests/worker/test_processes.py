@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from onceq import App
+from onceq.worker.supervisor import Supervisor
 from tests.helpers import eventually
 from tests.worker.apps import read_ledger
 from tests.worker.conftest import kill, start_worker_process, task
@@ -114,6 +119,30 @@ def test_a_second_sigterm_stops_at_once_and_leaves_nothing_running(app: App, led
         job = app.get_job(j.id)
         assert (job.status, job.attempts) == ("pending", 1)
         assert app.store.attempt_list(j.id)[0].outcome == "worker_died"
+
+
+def test_a_signal_landing_while_children_are_spawned_reaches_every_child(
+    app: App, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM that arrives between two spawns once left the second child running,
+    unsignalled, and the supervisor hung at exit joining it (the demo's CI hang)."""
+    monkeypatch.setenv("ONCEQ_TEST_LEDGER", str(ledger))
+
+    class SignalMidSpawn(Supervisor):
+        def _spawn(self, slot: Any) -> None:
+            super()._spawn(slot)
+            if slot.index == 0:
+                os.kill(os.getpid(), signal.SIGTERM)  # handled before slot 1 is spawned
+
+    supervisor = SignalMidSpawn("tests.worker.apps:app", url=app.url, processes=3)
+    try:
+        assert supervisor.run() == 0
+        left = [c for c in multiprocessing.active_children() if c.name.startswith("onceq-")]
+        assert left == []  # every child it started has exited
+    finally:
+        for child in multiprocessing.active_children():
+            child.kill()
+            child.join()
 
 
 def test_a_poison_job_fails_after_its_attempts_and_the_others_flow(app: App, ledger: Path) -> None:

@@ -3,6 +3,7 @@ SQLite, run by two worker processes, with live progress and a closing proof."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,8 +53,7 @@ def demo(
         with errors():
             run = follow(lambda: example.app.get_run(run_id), console)
     finally:
-        workers.send_signal(signal.SIGTERM)
-        workers.wait(60)
+        _stop(workers)
         log.close()
     elapsed = time.monotonic() - started
     console.print(steps_table(run, f"run {run.id}: {run.status} in {elapsed:.1f}s"))
@@ -66,6 +66,17 @@ def demo(
             child.unlink()
         folder.rmdir()
     raise typer.Exit(0 if run.status == "succeeded" else 1)
+
+
+def _stop(workers: subprocess.Popen[bytes]) -> None:
+    """Drain the workers; a second signal, then a kill, if they do not stop in time."""
+    for _ in range(2):
+        workers.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            workers.wait(30)
+            return
+    workers.kill()
+    workers.wait()
 
 
 def _proof(app: object, run_id: int) -> None:

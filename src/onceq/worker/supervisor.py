@@ -42,6 +42,7 @@ class _Slot:
     started: float = 0.0
     backoff: float = 0.0
     done: bool = False
+    signalled: int = 0  # 1: asked to drain, 2: killed
 
 
 class Supervisor:
@@ -67,6 +68,7 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = False
         self._forced = False
+        self._signal = ""
         self._unrescued: list[tuple[str, str]] = []
         self.rescued = 0
 
@@ -78,9 +80,11 @@ class Supervisor:
             for slot in self.slots:
                 self._spawn(slot)
             while not all(slot.done for slot in self.slots):
+                self._pass_signals()
                 live = [s.process.sentinel for s in self.slots if s.process and not s.done]
                 if live:
-                    multiprocessing.connection.wait(live, timeout=0.5)
+                    multiprocessing.connection.wait(live, timeout=0.2)
+                self._pass_signals()
                 for slot in self.slots:
                     if slot.process is not None and not slot.done and not slot.process.is_alive():
                         self._reap(slot, store)
@@ -99,7 +103,11 @@ class Supervisor:
         return 1 if self._forced else 0
 
     def _spawn(self, slot: _Slot) -> None:
+        if self._stopping:
+            slot.done = True
+            return
         slot.generation += 1
+        slot.signalled = 0
         slot.name = f"{self.tag}:{slot.index}.{slot.generation}"
         process = self._ctx.Process(
             target=_child_main,
@@ -120,12 +128,10 @@ class Supervisor:
         reason = (
             f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
         )
-        rescued = store.job_rescue_worker(slot.name, reason)
-        self.rescued += len(rescued)
         level = logging.INFO if code == 0 else logging.WARNING
-        logs.event(
-            log, level, "worker.exited", worker=slot.name, reason=reason, rescued=len(rescued)
-        )
+        logs.event(log, level, "worker.exited", worker=slot.name, reason=reason)
+        self._unrescued.append((slot.name, reason))
+        self._rescue_dead(store)
         slot.process = None
         if self._stopping or (self.burst and code == 0):
             slot.done = True
@@ -151,27 +157,34 @@ class Supervisor:
                            jobs=len(rescued))  # fmt: skip
 
     def _on_signal(self, signum: int, _: Any) -> None:
-        live = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+        # Only flags here: the main loop passes the signal on (_pass_signals), so that a
+        # child being spawned while the signal lands is not missed.
         if self._stopping:
             self._forced = True
-            log.warning("second signal: killing %d worker process(es)", len(live))
-            for process in live:
-                _kill_group(process.pid)
+        else:
+            self._stopping = True
+            self._signal = signal.Signals(signum).name
+
+    def _pass_signals(self) -> None:
+        """Drain (SIGTERM) each child once after the first signal; kill every child's
+        group after the second."""
+        if not self._stopping:
             return
-        self._stopping = True
         for slot in self.slots:
-            if slot.process is None:
+            process = slot.process
+            if process is None or process.pid is None:
                 slot.done = True  # waiting for a restart: none now
-        logs.event(
-            log,
-            logging.INFO,
-            "supervisor.draining",
-            signal=signal.Signals(signum).name,
-            workers=len(live),
-        )
-        for process in live:
-            if process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                continue
+            if self._forced and slot.signalled < 2:
+                slot.signalled = 2
+                log.warning("second signal: killing worker %s", slot.name)
+                _kill_group(process.pid)
+            elif slot.signalled < 1:
+                slot.signalled = 1
+                logs.event(log, logging.INFO, "supervisor.draining", worker=slot.name,
+                           signal=self._signal)  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
 
 
 def _kill_group(pid: int | None) -> None:
