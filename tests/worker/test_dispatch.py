@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import pytest
@@ -175,3 +176,27 @@ def test_closing_hands_back_claimed_jobs_that_never_started(
         job = app.get_job(j.id)
         assert (job.status, job.attempts, job.worker) == ("pending", 0, None)
         assert [a.outcome for a in app.store.attempt_list(j.id)] == ["released"]
+
+
+def test_a_signal_landing_inside_an_event_s_lock_does_not_deadlock_the_worker(app: App) -> None:
+    """SIGTERM is handled on the main thread between two bytecodes, possibly inside
+    Event.wait() while that event's lock is held: a handler that set the event itself
+    deadlocked there (seen once among 16 workers told to drain). An alarm turns the
+    deadlock into an error instead of a hang."""
+    worker = app.worker(concurrency=1)
+    restore = worker._install_signals()
+
+    def deadlocked(*_: object) -> None:
+        raise TimeoutError("the SIGTERM handler blocked on the wake-up event's lock")
+
+    previous = signal.signal(signal.SIGALRM, deadlocked)
+    try:
+        with worker._wake._cond:  # type: ignore[attr-defined] - as inside Event.wait()
+            signal.setitimer(signal.ITIMER_REAL, 5)
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs right here
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        eventually(worker._stop.is_set)  # and the drain was still asked for
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        restore()

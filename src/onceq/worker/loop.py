@@ -197,22 +197,43 @@ class Worker:
         self._heartbeat.start()
 
     def _install_signals(self) -> Callable[[], object]:
+        """SIGTERM/SIGINT drain; a second one exits at once.
+
+        The handler takes no lock: it runs on the main thread between two bytecodes,
+        possibly inside Event.wait() with that event's lock held, so even Event.set()
+        could deadlock there. It writes a byte to a pipe; a relay thread does the rest.
+        """
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
         signals = (signal.SIGTERM, signal.SIGINT)
         previous = {s: signal.getsignal(s) for s in signals}
+        read_fd, write_fd = os.pipe()
+        received: list[int] = []
 
         def on_signal(signum: int, _: Any) -> None:
-            if self._stop.is_set():
-                log.warning("second signal: exiting now; leases held will be rescued")
+            if received:
+                os.write(2, b"onceq: second signal: exiting now; held leases will be rescued\n")
                 os._exit(128 + signum)
-            logs.event(log, logging.INFO, "worker.draining", worker=self.name,
-                       signal=signal.Signals(signum).name)  # fmt: skip
-            self.stop()
+            received.append(signum)
+            os.write(write_fd, b"s")
 
+        def relay() -> None:
+            if os.read(read_fd, 1) and received:  # b"": closed, the worker is done
+                logs.event(log, logging.INFO, "worker.draining", worker=self.name,
+                           signal=signal.Signals(received[0]).name)  # fmt: skip
+                self.stop()
+            os.close(read_fd)
+
+        threading.Thread(target=relay, name="onceq-signals", daemon=True).start()
         for s in signals:
             signal.signal(s, on_signal)
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+        def restore() -> None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            os.close(write_fd)
+
+        return restore
 
     def _finished(self) -> bool:
         with self._lock:
@@ -532,7 +553,10 @@ class Worker:
             self._lose(run, f"no heartbeat got through for {self.lease:g}s")
 
     def _lose(self, run: _Running, why: str) -> None:
-        run.ctx.lost = True
+        with self._lock:  # the heartbeat and the dispatcher may both find it: tell once
+            if run.ctx.lost:
+                return
+            run.ctx.lost = True
         if run.aio is not None and self._loop is not None:
             self._loop.cancel(run.aio)
         logs.event(
