@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 ENQUEUE_OPTIONS = ("key", "delay", "run_at", "priority", "queue")
 MAX_BACKOFF = 3600.0
 MAX_DELAY = 10 * 365 * 86400.0  # ten years: beyond, a stored time may not fit a date
+MAX_NAME_BYTES = 1024  # task, queue and key names live in B-tree indexes (PostgreSQL: < 2.7 KB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,9 @@ class Task:
                 "(defined at module level)"
             )
         self.subprocess = subprocess
+        _check_names(self.name, "task name")  # before the name is used anywhere
         self._signature = inspect.signature(fn)
         self._params = _payload_adapter(self.name, fn, self._signature)
-        _check_names(self.name, "task name")
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -130,8 +131,7 @@ class Task:
             payload: dict[str, Any] = self._params.dump_python(checked, mode="json")
         except ValidationError as exc:
             raise PayloadError(f"{self.name}: {_describe(exc)}") from exc
-        jsoncodec.dumps(payload, f"payload of {self.name}")
-        return payload
+        return payload  # encoded once, by the store (which refuses NaN, lone surrogates)
 
     def load(self, text: str) -> dict[str, Any]:
         """A stored payload (JSON text) as the handler's keyword arguments."""
@@ -300,6 +300,11 @@ def _check_names(value: Any, what: str) -> None:
     if "\x00" in value:
         raise PayloadError(f"{what} {value!r} contains a NUL character, which SQL text cannot hold")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise PayloadError(f"{what} {value!r} is not valid UTF-8 text (a lone surrogate)") from None
+    if size > MAX_NAME_BYTES:
+        raise PayloadError(
+            f"{what} {value[:40]!r}... is {size} bytes long; names are at most "
+            f"{MAX_NAME_BYTES} bytes (they are indexed)"
+        )

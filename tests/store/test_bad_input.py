@@ -10,6 +10,7 @@ import pytest
 from onceq.errors import ConfigError, OnceqError, PayloadError, SchemaError
 from onceq.models import NewJob
 from onceq.store import Store, open_store, queries
+from onceq.store.urls import parse_url
 from tests.helpers import sql_rows
 
 
@@ -92,3 +93,10 @@ def test_without_migrate_an_empty_database_is_refused(sqlite_url: str) -> None:
     with pytest.raises(SchemaError) as exc:
         open_store(sqlite_url, migrate=False)
     assert "run `onceq migrate`" in _one_line(exc)
+
+
+def test_postgres_url_options_are_passed_on_quoted() -> None:
+    """onceq's own options are taken out; the rest reach libpq still quoted."""
+    parsed = parse_url("postgresql://u@h/db?options=-c%20search_path%3Dx%26y&schema=s&sslmode=off")
+    assert parsed.options == {"schema": "s"}
+    assert parsed.target == "postgresql://u@h/db?options=-c%20search_path%3Dx%26y&sslmode=off"

@@ -9,6 +9,8 @@ SQLITE_ONLY = {
     "attempt_insert_claimed",  # PostgreSQL's claim CTE writes the attempt records
     "attempt_end",  # PostgreSQL's worker writes close attempts in their CTEs
     "attempt_reject",  # likewise for refused stale writes
+    "job_pending_text",  # text that is not UTF-8: PostgreSQL refuses it on the way in
+    "job_fail_unreadable",
     "job_claimable",  # a read before BEGIN IMMEDIATE; PostgreSQL claims with SKIP LOCKED
 }
 POSTGRES_ONLY = {

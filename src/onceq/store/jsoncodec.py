@@ -21,6 +21,8 @@ def dumps(value: Any, what: str) -> str:
             f"{what} holds a lone surrogate {text[exc.start : exc.end]!r}, which is not valid "
             "UTF-8 (decode bytes with errors='replace', or pass them as base64)"
         ) from exc
+    except RecursionError as exc:
+        raise PayloadError(f"{what} is nested too deeply to be stored") from exc
     except (TypeError, ValueError) as exc:
         path, bad = _first_bad(value, what)
         if not path:
@@ -31,8 +33,14 @@ def dumps(value: Any, what: str) -> str:
 
 
 def loads(text: str | None) -> Any:
-    """Decode JSON text from the store (None stays None)."""
-    return None if text is None else json.loads(text)
+    """Decode JSON text from the store (None stays None). Another program may have
+    written JSON nested deeper than Python can decode: that is a ValueError too."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply for Python to decode") from None
 
 
 def _first_bad(value: Any, path: str) -> tuple[str, Any]:

@@ -113,13 +113,16 @@ class PostgresStore(Store):
 
     def _in_tx(self, fn: Callable[[Tx], T]) -> T:
         pause = 0.005
+        dead = 0  # pooled connections found dead before their transaction began
         for attempt in range(10):
+            began = False
             try:
                 with (
                     self.pool.connection() as conn,
-                    conn.transaction(),
+                    conn.transaction(),  # BEGIN: where a dead connection shows
                     conn.cursor(row_factory=dict_row) as cur,
                 ):
+                    began = True
                     return fn(_PgTx(cur, self._qb))
             except _RETRYABLE as exc:
                 if attempt == 9:
@@ -127,7 +130,16 @@ class PostgresStore(Store):
                 log.info("retrying a transaction after %s", type(exc).__name__)
                 time.sleep(pause)
                 pause *= 2
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except psycopg.OperationalError as exc:
+                # A connection that died while idle in the pool (a server restart):
+                # nothing was sent, so another connection may try. The pool drops it.
+                if not began and dead < 3:
+                    dead += 1
+                    log.info("a pooled connection was dead (%s); trying another", exc)
+                    continue
+                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise StoreUnavailable(f"PostgreSQL at {_safe(self.conninfo)}: {reason}") from exc
+            except PoolTimeout as exc:
                 reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise StoreUnavailable(f"PostgreSQL at {_safe(self.conninfo)}: {reason}") from exc
         raise AssertionError("unreachable")

@@ -17,6 +17,7 @@ Limits, plainly:
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -32,12 +33,19 @@ from onceq.store.base import LeaseKey, Params, Row, Store, Tx
 from onceq.store.urls import StoreURL
 
 T = TypeVar("T")
+log = logging.getLogger("onceq.store")
 
 MIN_VERSION = (3, 38, 0)
 # How long a write waits for the file's lock before `database is locked` would reach a
 # caller: SQLite's own busy handler first, then whole-transaction retries with jitter.
 BUSY_TIMEOUT_MS = 5_000
 LOCKED_RETRY_FOR = 60.0
+# sqlite3's message for TEXT that is not UTF-8 (SQLite itself never checks encodings).
+UNDECODABLE = "Could not decode to UTF-8"
+
+
+def _lenient(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 class _SqliteTx:
@@ -144,7 +152,34 @@ class SqliteStore(Store):
                 self.commits += 1
                 return out
 
-        return self._retry_locked(attempt)
+        try:
+            return self._retry_locked(attempt)
+        except StoreUnavailable as exc:
+            if UNDECODABLE not in str(exc) or not self._fail_unreadable():
+                raise
+        return self._retry_locked(attempt)  # the rows that stopped it are out of the way
+
+    def _fail_unreadable(self) -> bool:
+        """Fail the pending jobs whose text is not UTF-8, which would otherwise stop every
+        claim that picks them, forever; True if there were any."""
+        bad: list[tuple[int, str]] = []
+
+        def find_and_fail(tx: Tx) -> None:
+            for row in tx.all("job_pending_text", {}):
+                for column in ("queue", "task", "args", "key", "step"):
+                    try:
+                        bytes(row[column] or b"").decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad.append((row["id"], column))
+                        break
+            for job_id, column in bad:
+                error = f"PayloadError: the stored {column} is not valid UTF-8 text"
+                tx.run("job_fail_unreadable", {"job_id": job_id, "now": None, "error": error})
+
+        self._in_tx(find_and_fail)
+        for job_id, column in bad:
+            log.error("job %s failed: its stored %s is not valid UTF-8 text", job_id, column)
+        return bool(bad)
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
         # A deferred transaction: one consistent snapshot, and no wait for the writer
@@ -155,6 +190,15 @@ class SqliteStore(Store):
                 conn.execute("BEGIN")
                 try:
                     return fn(_SqliteTx(conn, self.q, self.clock()))
+                except sqlite3.OperationalError as exc:
+                    if UNDECODABLE not in str(exc):
+                        raise
+                    # Show text another program wrote in another encoding, marked.
+                    conn.text_factory = _lenient
+                    try:
+                        return fn(_SqliteTx(conn, self.q, self.clock()))
+                    finally:
+                        conn.text_factory = str
                 finally:
                     conn.execute("COMMIT")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from onceq.errors import ConfigError
 
@@ -49,7 +49,8 @@ def parse_url(url: str) -> StoreURL:
     if scheme in ("postgresql", "postgres"):
         query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _POSTGRES_OPTIONS]
         options = {k: v for k, v in parse_qsl(parts.query) if k in _POSTGRES_OPTIONS}
-        rest = "&".join(f"{k}={v}" for k, v in query)
+        # Re-quoted, since a value may hold & or =; %20 for spaces: libpq reads no +.
+        rest = urlencode(query, quote_via=quote)
         target = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
         schema = options.get("schema")
         if schema is not None and not schema.replace("_", "a").isalnum():

@@ -153,6 +153,19 @@ SET status = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
 WHERE id = :job_id AND lease_token = :token AND +status = 'running'
 RETURNING id, lease_token AS token, status, run_id, step, item;
 
+-- name: job_pending_text
+-- The text of every pending job as bytes: read only when a claim met text that is not
+-- UTF-8 (another program wrote it; json_valid() does not check), to find those rows.
+SELECT id, CAST(queue AS BLOB) AS queue, CAST(task AS BLOB) AS task,
+       CAST(args AS BLOB) AS args, CAST(key AS BLOB) AS key, CAST(step AS BLOB) AS step
+FROM onceq_jobs WHERE status = 'pending';
+
+-- name: job_fail_unreadable
+-- Fails a pending job that no worker could read (no attempt: it never started).
+UPDATE onceq_jobs
+SET status = 'failed', finished_at = :now, last_error = :error, last_traceback = NULL
+WHERE id = :job_id AND status = 'pending';
+
 -- name: job_release
 -- Hands back leases whose handler never started (graceful shutdown): pending again, and
 -- the attempt is given back. The token stays bumped, so the old lease stays dead.
