@@ -87,18 +87,22 @@ def test_the_checker_counts_duplicates_crash_reruns_and_missing_jobs() -> None:
     """The checker itself, on a made-up ledger with every kind of fault."""
     diagnosis = Diagnosis.__new__(Diagnosis)
     diagnosis.store = _Attempts({  # type: ignore[assignment]
-        2: ["lease_expired", "succeeded"],  # re-run after its worker died: allowed
+        2: ["worker_died", "succeeded"],  # re-run after its worker was killed: allowed
         3: ["succeeded", "succeeded"],  # re-claimed without a lease loss: a duplicate
+        7: ["lease_expired", "succeeded"],  # lease lost by a worker never killed: duplicate
     })  # fmt: skip
     report = Report("made up", 0, 1)
     jobs = [_job(1), _job(2, token=2), _job(3, token=2), _job(4, "failed"), _job(5), _job(6)]
+    jobs.append(_job(7, token=2))
     ledger = [
         (1, 1, 100), (1, 1, 101),  # the same lease executed twice: a duplicate
-        (2, 1, 100), (2, 2, 101),
+        (2, 1, 666), (2, 2, 101),  # 666 is the pid the fleet killed
         (3, 1, 100), (3, 2, 101),
         (4, 1, 100),  # failed: missing
         (6, 1, 100),  # job 5 never executed: missing
+        (7, 1, 100), (7, 2, 101),
     ]  # fmt: skip
-    diagnosis._check(report, jobs, ledger)
-    assert (report.duplicates, report.crash_reruns, report.missing) == (2, 1, 2)
-    assert not report.ok and report.executions == 8
+    diagnosis._check(report, jobs, ledger, killed={666})
+    assert (report.duplicates, report.crash_reruns, report.missing) == (3, 1, 2)
+    assert any("job 7" in n and "its worker was not killed" in n for n in report.notes)
+    assert not report.ok and report.executions == 10

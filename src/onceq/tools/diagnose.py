@@ -5,10 +5,11 @@ workers serving "all queues" leave alone), with worker processes started here. E
 handler execution is written to an append-only file, not to the store; afterwards each
 job's executions are checked against its attempt history:
 
-- a duplicate is a second execution under the same lease, or a re-run whose earlier
-  attempt did not lose its lease (its worker did not die, it was not rescued);
-- a re-run after a crash (the earlier attempt ended `lease_expired`/`worker_died`) is
-  allowed, and counted;
+- a re-run after a crash is allowed, and counted: the earlier execution ran in a worker
+  process this tool SIGKILLed, and its attempt ended `lease_expired`/`worker_died`;
+- anything else executed twice is a duplicate: a second execution under one lease, or
+  a re-run whose earlier worker was not killed (even if its lease expired: a lease lost
+  by a live worker is what exactly-once must survive without a second execution);
 - a missing job is one that did not succeed, or that succeeded without an execution.
 
 The scenarios' jobs, attempts and runs are deleted at the end.
@@ -16,6 +17,7 @@ The scenarios' jobs, attempts and runs are deleted at the end.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import shutil
@@ -37,6 +39,9 @@ PROBE_APP = "onceq.tools.probe:app"
 CRASH = ("lease_expired", "worker_died")
 CHAOS_SECONDS = 6.0
 KILL_EVERY = (1.0, 2.5)  # seconds between kills, drawn uniformly
+# Leases: short under chaos, so killed workers' jobs come back within seconds; roomy
+# otherwise, so that a busy machine starving a heartbeat is not what the run measures.
+CHAOS_LEASE, LEASE = 2.0, 10.0
 
 
 @dataclass
@@ -140,7 +145,7 @@ class Diagnosis:
         self._folder = Path(tempfile.mkdtemp(prefix="onceq-diagnose-"))
         ledger = self._folder / "ledger"
         fleet = Fleet(PROBE_APP, self.url, self._folder, queue=self._queue,
-                      concurrency=concurrency, lease=2.0,
+                      concurrency=concurrency, lease=CHAOS_LEASE if chaos else LEASE,
                       env={"ONCEQ_PROBE_LEDGER": str(ledger)})  # fmt: skip
         try:
             try:
@@ -153,7 +158,7 @@ class Diagnosis:
             ends = [j.finished_at.timestamp() for j in jobs if j.finished_at]
             report.seconds = max(ends, default=start) - start
             report.kills = fleet.kills
-            self._check(report, jobs, probe.read_ledger(ledger))
+            self._check(report, jobs, probe.read_ledger(ledger), fleet.killed)
         finally:
             self.store.queue_purge(self._queue)
             shutil.rmtree(self._folder, ignore_errors=True)
@@ -171,8 +176,15 @@ class Diagnosis:
             time.sleep(0.05)
         return self.store.job_list(queue=self._queue, limit=10_000_000)
 
-    def _check(self, report: Report, jobs: list[Job], ledger: list[tuple[int, int, int]]) -> None:
+    def _check(
+        self,
+        report: Report,
+        jobs: list[Job],
+        ledger: list[tuple[int, int, int]],
+        killed: set[int],
+    ) -> None:
         runs = Counter((job_id, token) for job_id, token, _ in ledger)
+        pids = {(job_id, token): pid for job_id, token, pid in ledger}
         tokens: dict[int, list[int]] = {}
         for job_id, token in runs:
             tokens.setdefault(job_id, []).append(token)
@@ -188,14 +200,15 @@ class Diagnosis:
             if len(executed) < 2:
                 continue
             attempts = {a.token: a for a in self.store.attempt_list(job.id)}
-            for token in executed[1:]:
-                earlier = [t for t in attempts if t < token]
-                if earlier and attempts[max(earlier)].outcome in CRASH:
+            for before, token in itertools.pairwise(executed):
+                lost = before in attempts and attempts[before].outcome in CRASH
+                if lost and pids[(job.id, before)] in killed:
                     report.crash_reruns += 1
                 else:
                     report.duplicates += 1
-                    report.notes.append(f"job {job.id} ran again under lease {token} without "
-                                        "a lease loss")  # fmt: skip
+                    why = "its worker was not killed" if lost else "without a lease loss"
+                    report.notes.append(f"job {job.id} ran again under lease {token}: "
+                                        f"{why}")  # fmt: skip
 
 
 def scenarios(tasks: int, workers: int, chaos: bool) -> list[Callable[[Diagnosis], Report]]:

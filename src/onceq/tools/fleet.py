@@ -43,6 +43,7 @@ class Fleet:
         self.env = env or {}
         self.members: list[multiprocessing.process.BaseProcess] = []
         self.kills = 0
+        self.killed: set[int] = set()  # pids of the members it SIGKILLed
         self._count = 0
         self._ctx = multiprocessing.get_context("spawn")
 
@@ -80,6 +81,7 @@ class Fleet:
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(10)
         self.kills += 1
+        self.killed.add(victim.pid)
         self.start(1)
 
     def stop(self) -> None:
