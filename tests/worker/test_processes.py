@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,31 @@ from tests.worker.conftest import kill, start_worker_process, task
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_cli_workers() -> Iterator[None]:
+    """Whatever a test leaves running (it failed half-way) is killed and waited for."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def cli_worker(url: str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
     """`onceq worker --app tests.worker.apps:app …` as a user would start it; its log
-    goes to LEDGER.log."""
+    goes to LEDGER.log. It leads a process group of its own, killed with it at the end."""
     env = {**os.environ, "ONCEQ_URL": url, "ONCEQ_TEST_LEDGER": str(ledger)}
     with open(f"{ledger}.log", "ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "onceq", "worker", "--app", "tests.worker.apps:app", *args],
-            cwd=ROOT, env=env, stderr=log,
+            cwd=ROOT, env=env, stderr=log, start_new_session=True,
         )  # fmt: skip
+    _STARTED.append(process)
+    return process
 
 
 def logged(ledger: Path, text: str) -> bool:
