@@ -10,11 +10,12 @@ from dataclasses import dataclass
 class JobContext:
     """The job a handler is running.
 
-    `should_stop()` turns True when the worker learns (at its next heartbeat) that this
-    attempt's lease was taken away: the job expired and was rescued, or was cancelled.
-    Whatever the handler returns afterwards is refused by the store; a long handler
-    should check it and stop early. Async handlers are cancelled instead; subprocess
-    handlers killed.
+    `should_stop()` turns True once this attempt's lease is lost: a heartbeat was
+    refused (the job was rescued or cancelled), no heartbeat got through for a whole
+    lease length (the worker gives the lease up itself), or a thread handler ran past
+    its timeout and was abandoned. Whatever the handler returns afterwards is refused by
+    the store; a long handler should check it and stop early. Async handlers are
+    cancelled instead; subprocess handlers killed.
     """
 
     job_id: int
