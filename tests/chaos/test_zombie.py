@@ -83,7 +83,9 @@ def test_a_stopped_worker_is_rescued_and_fenced_out_when_it_resumes(chaos: Chaos
     )
     chaos.finished_ok(figures)
     assert figures.reruns == figures.reruns_lease_loss == len(zombies)
-    assert figures.rejected - figures.rejected_self_race == 2 * len(zombies)
+    # Each zombie lease: its late completion refused, and at most one heartbeat before it.
+    assert len(zombies) <= figures.rejected <= 2 * len(zombies)
+    assert figures.rejected_self_race == 0
 
 
 def test_a_heartbeat_racing_its_own_completion_is_not_recorded_as_a_stale_write(
