@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from onceq import App
+
 T = TypeVar("T")
 
 
@@ -68,3 +70,22 @@ def assert_no_overlapping_leases(url: str) -> int:
             assert prev_end <= started, f"job {job_id}: leases {prev_token} and {token} overlap"  # type: ignore[operator]
         last[job_id] = (token, ended)
     return len(rows)
+
+
+def app_with_tasks(url: str, source: App) -> App:
+    """A fresh App on `url` with the tasks of `source` registered under the same names
+    and options (the module's own App is for worker processes, which find the store in
+    ONCEQ_URL)."""
+    app = App(url)
+    for t in source.tasks.values():
+        app.task(
+            name=t.name,
+            queue=t.queue,
+            priority=t.priority,
+            retries=t.retry.retries,
+            retry_backoff=t.retry.backoff,
+            retry_on=t.retry.retry_on,
+            timeout=t.timeout,
+            subprocess=t.subprocess,
+        )(t.fn)
+    return app

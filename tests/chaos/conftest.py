@@ -17,6 +17,7 @@ import pytest
 from onceq import App
 from tests.chaos import apps
 from tests.chaos.harness import FIGURES_ENV, GATES_ENV, LEDGER_ENV, RECORDS, SOAK, Chaos
+from tests.helpers import app_with_tasks
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,21 +63,8 @@ def chaos(store_url: str, new_chaos: Callable[[str], Chaos]) -> Chaos:
 
 
 def fresh_app(url: str) -> App:
-    """An App on `url` with the tasks of tests.chaos.apps registered (the module's own
-    App is for worker processes, where ONCEQ_URL names the store)."""
-    app = App(url)
-    for t in apps.app.tasks.values():
-        app.task(
-            name=t.name,
-            queue=t.queue,
-            priority=t.priority,
-            retries=t.retry.retries,
-            retry_backoff=t.retry.backoff,
-            retry_on=t.retry.retry_on,
-            timeout=t.timeout,
-            subprocess=t.subprocess,
-        )(t.fn)
-    return app
+    """An App on `url` with the tasks of tests.chaos.apps registered."""
+    return app_with_tasks(url, apps.app)
 
 
 @pytest.fixture

@@ -11,24 +11,14 @@ from pathlib import Path
 import pytest
 
 from onceq import App, Task, Worker
+from tests.helpers import app_with_tasks
 from tests.worker import apps
 
 
 @pytest.fixture
 def app(store_url: str) -> Iterator[App]:
     """A fresh App on each backend, with the tasks of tests.worker.apps registered."""
-    a = App(store_url)
-    for t in apps.app.tasks.values():
-        a.task(
-            name=t.name,
-            queue=t.queue,
-            priority=t.priority,
-            retries=t.retry.retries,
-            retry_backoff=t.retry.backoff,
-            retry_on=t.retry.retry_on,
-            timeout=t.timeout,
-            subprocess=t.subprocess,
-        )(t.fn)
+    a = app_with_tasks(store_url, apps.app)
     yield a
     a.close()
 
