@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -77,9 +78,20 @@ class PostgresStore(Store):
             size = int(parsed.options.get("pool_size", DEFAULT_POOL_SIZE))
         except ValueError:
             raise ConfigError("bad PostgreSQL URL: pool_size must be a whole number") from None
-        self.connect_kwargs: dict[str, Any] = {"connect_timeout": int(CONNECT_TIMEOUT)}
+        # No bitmap scans on onceq's connections: a queue table changes faster than
+        # autovacuum analyzes it, and with statistics that still say "a few pending rows"
+        # the planner claims through a bitmap scan that sorts *every* pending job (10 ms at
+        # 10,000 pending, growing with the backlog) instead of walking the pending index
+        # in claim order and stopping after LIMIT rows (2 ms). Nothing onceq runs needs them.
+        settings = ["-c enable_bitmapscan=off"]
         if self.schema:
-            self.connect_kwargs["options"] = f"-c search_path={self.schema}"
+            settings.append(f"-c search_path={self.schema}")
+        if own := conninfo_to_dict(self.conninfo).get("options"):
+            settings.insert(0, str(own))  # the URL's own options= still apply
+        self.connect_kwargs: dict[str, Any] = {
+            "connect_timeout": int(CONNECT_TIMEOUT),
+            "options": " ".join(settings),
+        }
         # One direct connection first: its error says why the server is unreachable,
         # where a pool would only time out.
         self.connect().close()

@@ -1,0 +1,52 @@
+"""The claim's plan on PostgreSQL: an ordered walk of the pending index that stops after
+LIMIT rows, whatever the table statistics say. A queue table changes faster than
+autovacuum analyzes it; with statistics that still count a few pending rows, the planner
+once chose a bitmap scan that sorted every pending job on each claim (10 ms per claim at
+10,000 pending, growing with the backlog)."""
+
+from __future__ import annotations
+
+import pytest
+
+from onceq.models import NewJob
+from onceq.store import open_store, queries
+from onceq.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.parametrize("statement", ["job_claim", "job_claim_queue"])
+def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
+    pg_url: str, statement: str
+) -> None:
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        # Statistics taken on an empty queue, then a backlog arrives: they are stale.
+        with store.pool.connection() as conn:
+            conn.execute("ANALYZE onceq_jobs")
+        store.job_insert_many([NewJob(task="t", args={"i": i}) for i in range(5000)])
+        params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default"}
+        with store.pool.connection() as conn:
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(
+                    "EXPLAIN " + queries.load("postgres")[statement], params
+                ).fetchall()
+            )
+            conn.rollback()
+        assert "Index Scan using onceq_jobs_claim_" in plan, plan
+        assert "Sort" not in plan and "Bitmap" not in plan, plan
+    finally:
+        store.close()
+
+
+def test_the_url_s_own_options_still_reach_the_server(pg_server: str) -> None:
+    store = open_store(pg_server + "?options=-c%20statement_timeout%3D12345")
+    assert isinstance(store, PostgresStore)
+    try:
+        with store.pool.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)
+            assert conn.execute("SHOW enable_bitmapscan").fetchone() == ("off",)
+    finally:
+        store.close()
