@@ -36,3 +36,21 @@ def test_bench_quick_reports_every_scenario(backend: str, request: pytest.Fixtur
         "latency p50", "latency p95", "latency p99", "fan-out of 100 to join",
     ]  # fmt: skip
     assert all(f["value"] > 0 and f["backend"] == backend for f in report["figures"])
+
+
+def test_a_second_fleet_in_the_same_folder_waits_for_its_own_members(sqlite_url: str) -> None:
+    """Bench runs fleets one after another in one folder. The ready flags of the first
+    once passed for the second's, so `start` returned before its members could claim
+    and their start-up (~0.5 s) counted against the efficiency scenarios."""
+    from onceq.tools.fleet import Fleet
+
+    folder = Path(sqlite_url.removeprefix("sqlite:///")).parent / "fleets"
+    folder.mkdir()
+    for expected in (2, 4):
+        fleet = Fleet("onceq.tools.probe:app", sqlite_url, folder, queue="default")
+        try:
+            fleet.start(2)
+            assert all(p.is_alive() for p in fleet.members)
+            assert len(list(folder.glob("ready.*"))) == expected  # its members' own flags
+        finally:
+            fleet.stop()

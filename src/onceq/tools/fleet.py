@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class Fleet:
         self.kills = 0
         self.killed: set[int] = set()  # pids of the members it SIGKILLed
         self._count = 0
+        # Ready flags of its own: a folder may serve several fleets in turn, and a flag
+        # left by an earlier one must not pass for a new member being ready.
+        self._tag = uuid.uuid4().hex[:8]
         self._ctx = multiprocessing.get_context("spawn")
 
     def start(self, n: int = 1) -> None:
@@ -52,7 +56,7 @@ class Fleet:
         ready = []
         for _ in range(n):
             self._count += 1
-            flag = self.folder / f"ready.{self._count}"
+            flag = self.folder / f"ready.{self._tag}.{self._count}"
             process = self._ctx.Process(
                 target=_member_main,
                 args=(self.app_ref, self.url, self.options, self.env, str(flag),
