@@ -73,7 +73,8 @@ def _bare_sqlite_loop(path: str, worker: str, batch: int) -> int:
 
 def _bare_pg_loop(conninfo: str, schema: str, worker: str, batch: int) -> int:
     q = {k: v.encode() for k, v in queries.load("postgres").items()}
-    conn = psycopg.connect(conninfo, options=f"-c search_path={schema}")
+    # The session settings onceq's own connections use (see PostgresStore).
+    conn = psycopg.connect(conninfo, options=f"-c enable_bitmapscan=off -c search_path={schema}")
     done = 0
     while True:
         with conn.transaction():
@@ -87,9 +88,8 @@ def _bare_pg_loop(conninfo: str, schema: str, worker: str, batch: int) -> int:
             kept = conn.execute(
                 q["job_complete"],
                 {
-                    "ids": [r[0] for r in rows],
-                    "tokens": [r[1] for r in rows],
-                    "results": ["null"] * len(rows),
+                    "leases": json.dumps([[r[0], r[1]] for r in rows]),
+                    "results": json.dumps([None] * len(rows)),
                 },
             ).fetchall()
         done += len(kept)
