@@ -172,3 +172,30 @@ def test_a_poison_job_fails_after_its_attempts_and_the_others_flow(app: App, led
     assert "died: exit code 3" in (dead.last_error or "")
     assert all(app.get_job(j.id).status == "succeeded" for j in others)
     assert len(starts(ledger, poison.id)) == 3
+
+
+def test_a_starting_child_waits_for_an_unreachable_store_instead_of_dying() -> None:
+    """A PostgreSQL restart while a child starts once killed it with a traceback (the
+    supervisor then restarted it): it now waits, one line per try, within its patience."""
+    from onceq.errors import ConfigError, StoreUnavailable
+    from onceq.worker.supervisor import open_when_reachable
+
+    class App:
+        tries = 0
+
+        @property
+        def store(self) -> object:
+            self.tries += 1
+            if self.tries == 1:
+                raise ConfigError("cannot reach PostgreSQL at 127.0.0.1:5432/test: shutting down")
+            if self.tries < 4:
+                raise StoreUnavailable("PostgreSQL at 127.0.0.1:5432/test: connection refused")
+            return object()
+
+    app = App()
+    open_when_reachable(app, patience=30)
+    assert app.tries == 4
+    hopeless = App()
+    hopeless.tries = -1_000_000
+    with pytest.raises(StoreUnavailable):
+        open_when_reachable(hopeless, patience=0.5)  # past its patience: the error stands

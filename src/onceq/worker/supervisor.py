@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from onceq import logs
+from onceq.errors import SchemaError
 from onceq.store import open_store
 
 log = logging.getLogger("onceq.supervisor")
 QUICK_DEATH = 2.0  # a child that dies sooner than this after starting is restarted slowly
+STORE_PATIENCE = 60.0  # how long a starting child waits for an unreachable database
 
 
 @dataclass
@@ -187,6 +189,28 @@ class Supervisor:
                     os.kill(process.pid, signal.SIGTERM)
 
 
+def open_when_reachable(app: Any, patience: float = STORE_PATIENCE) -> None:
+    """Open the app's store, waiting while the database is away (a server restart):
+    a child that died of it would only be restarted, with a traceback in the log. The
+    supervisor opened the same URL a moment ago, so a failure here is the server's
+    state, not a bad URL (an unreachable server at open is a ConfigError); a schema
+    newer than the code is final."""
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            app.store  # noqa: B018 - opened (and migrated) on first use
+            return
+        except SchemaError:
+            raise
+        except Exception as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("the store is not reachable yet (%s); retrying in %.1fs", exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def _kill_group(pid: int | None) -> None:
     if pid is None:
         return
@@ -209,6 +233,7 @@ def _child_main(
 
     app = import_app(app_ref)
     app.use(url)
+    open_when_reachable(app)
     worker = app.worker(name=name, **options)
 
     def watch_parent() -> None:
