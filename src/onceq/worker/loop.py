@@ -418,8 +418,9 @@ class Worker:
             for o in outcomes:
                 self._guarded(o, lambda o=o: self._record_success(o))  # type: ignore[misc]
             return []
+        written = {id(o) for o in outcomes}  # one pass, not a list.remove per outcome
+        self._unflushed = [o for o in self._unflushed if id(o) not in written]
         for o in outcomes:
-            self._unflushed.remove(o)
             recorded = o.run.lease.job_id in done or self._committed_before(o, "succeeded")
             self._finish(o, "succeeded" if recorded else None)
         return leases
