@@ -1,11 +1,12 @@
-"""The claim's plan on PostgreSQL: an ordered walk of the pending index that stops after
-LIMIT rows, whatever the table statistics say. A queue table changes faster than
-autovacuum analyzes it; with statistics that still count a few pending rows, the planner
-once chose a bitmap scan that sorted every pending job on each claim (10 ms per claim at
-10,000 pending, growing with the backlog)."""
+"""PostgreSQL specifics. The claim's plan: an ordered walk of the pending index that
+stops after LIMIT rows, whatever the table statistics say (a queue table changes faster
+than autovacuum analyzes it; with statistics that still counted a few pending rows, the
+planner once sorted every pending job on each claim: 10 ms per claim at 10,000 pending).
+And the pool: a connection that died while idle is replaced without losing the write."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from onceq.models import NewJob
@@ -48,5 +49,24 @@ def test_the_url_s_own_options_still_reach_the_server(pg_server: str) -> None:
         with store.pool.connection() as conn:
             assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)
             assert conn.execute("SHOW enable_bitmapscan").fetchone() == ("off",)
+    finally:
+        store.close()
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_and_the_write_retried(
+    pg_url: str,
+) -> None:
+    """After a server restart every idle pooled connection is dead, and only its BEGIN
+    finds out. Nothing was sent, so the store takes another connection and the write
+    happens once; it used to fail with StoreUnavailable."""
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        with store.pool.connection() as conn:
+            victim = conn.info.backend_pid
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
+        job = store.job_insert(NewJob(task="t", args={"n": 1}))
+        assert [j.id for j in store.job_list()] == [job.id]  # written once
     finally:
         store.close()
