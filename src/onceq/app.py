@@ -143,9 +143,11 @@ class App:
     def run_workflow(self, workflow: Workflow, input: dict[str, Any] | None = None) -> int:
         """Check the workflow against this app's tasks and the input, then start a run
         (committed when this returns); its id. Nothing is enqueued if a check fails."""
+        from onceq.workflow import start_run
+
         definition = workflow.definition.compile(self)
         data = definition.check_input({} if input is None else input)
-        return self.store.run_start(definition, data)
+        return start_run(self.store, definition, data)
 
     def get_run(self, run_id: int) -> Run:
         """A workflow run with its steps (RunNotFound if there is none)."""

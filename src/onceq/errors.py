@@ -15,7 +15,15 @@ class ConfigError(OnceqError):
 
 
 class StoreUnavailable(OnceqError):
-    """The database could not be reached or is too busy: worth trying again later."""
+    """The database could not be reached or is too busy: worth trying again later.
+    Nothing the call would have written was committed."""
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """The connection was lost while the database committed (or not): the answer never
+    came. Before the store runs anything else it makes sure that transaction is over, one
+    way or the other, so what it reads next tells what committed; onceq's own writes can
+    be sent again safely (a re-sent completion answers "already recorded")."""
 
 
 class SchemaError(OnceqError):

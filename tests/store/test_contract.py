@@ -104,10 +104,27 @@ def test_complete_records_the_result_once(store: Store) -> None:
     done = store.job_get(job.id)
     assert done.status == "succeeded" and done.result == {"answer": 42}
     assert done.finished_at is not None and done.lease_expires_at is None
-    assert store.job_complete(lease, {"answer": 0}) is False
+    # The same completion sent again (its first answer was lost) is already recorded:
+    # answered as such, changing nothing, and not noted as a stale write.
+    assert store.job_complete(lease, {"answer": 0}) is True
     assert store.job_get(job.id).result == {"answer": 42}
     (attempt,) = store.attempt_list(job.id)
-    assert attempt.outcome == "succeeded" and attempt.rejected == "complete"
+    assert attempt.outcome == "succeeded" and attempt.rejected is None
+
+
+def test_a_completion_under_a_lease_that_ended_otherwise_is_refused(store: Store) -> None:
+    job = store.job_insert(NewJob(task="t", max_attempts=2))
+    (lease,) = store.job_claim("w", None, 1, LEASE)
+    assert store.job_fail(Failure(lease, "boom", retry_in=0)) == "pending"
+    assert store.job_complete(lease, "late") is False  # its attempt ended `retried`
+    assert store.job_fail(Failure(lease, "boom", retry_in=0)) == "pending"  # sent again
+    (again,) = store.job_claim("w", None, 1, LEASE)
+    assert store.job_cancel(job.id) == "running"
+    assert store.job_complete(again, "late") is False
+    assert store.job_release_many([again]) == set()
+    first, second = store.attempt_list(job.id)
+    assert (first.outcome, first.rejected) == ("retried", "complete")
+    assert (second.outcome, second.rejected) == ("cancelled", "complete,release")
 
 
 def test_complete_many_records_only_held_leases(store: Store) -> None:
@@ -115,7 +132,7 @@ def test_complete_many_records_only_held_leases(store: Store) -> None:
     leases = store.job_claim("w", None, 4, LEASE)
     assert store.job_cancel(leases[1].job_id) == "running"
     done = store.job_complete_many([(x, f'{{"i":{x.job_id}}}') for x in leases])
-    assert done == {leases[0].job_id, leases[2].job_id, leases[3].job_id}
+    assert done == {(x.job_id, x.token) for x in (leases[0], leases[2], leases[3])}
     assert store.job_get(leases[1].job_id).status == "cancelled"
     assert store.job_get(leases[2].job_id).result == {"i": leases[2].job_id}
 
@@ -142,7 +159,11 @@ def test_fail_retries_while_attempts_remain_then_fails(store: Store) -> None:
         "second",
         "tb2",
     )
-    assert store.job_fail(Failure(b, "late", retry_in=0)) is None
+    # Sent again under the same lease: already recorded; the first error is kept.
+    assert store.job_fail(Failure(b, "again", retry_in=0)) == "failed"
+    assert store.job_get(job.id).last_error == "second"
+    assert store.job_fail(Failure(a, "again", retry_in=0)) == "pending"
+    assert [x.rejected for x in store.attempt_list(job.id)] == [None, None]
 
 
 def test_fail_with_delay_schedules_the_retry(store: Store) -> None:
@@ -175,7 +196,7 @@ def test_heartbeat_extends_held_leases_and_reports_lost_ones(store: Store) -> No
 def test_release_hands_back_the_attempt(store: Store) -> None:
     job = store.job_insert(NewJob(task="t"))
     (a,) = store.job_claim("w", None, 1, LEASE)
-    assert store.job_release_many([a]) == {job.id}
+    assert store.job_release_many([a]) == {(job.id, a.token)}
     back = store.job_get(job.id)
     assert (back.status, back.attempts, back.worker) == ("pending", 0, None)
     (b,) = store.job_claim("w", None, 1, LEASE)

@@ -2,7 +2,9 @@
 
 A hypothesis state machine drives enqueue, claim, heartbeat, complete, fail, release,
 rescue, cancel and retry in random order against the real store, and checks each
-answer and every job's status, attempt count and token against a small model.
+answer and every job's status, attempt count and token against a small model. A write
+sent again under a lease whose attempt it already ended (as after a lost answer) is
+answered as recorded and changes nothing; under a lease that ended otherwise, refused.
 Leases are either long or zero-length: a zero lease has expired by the next statement,
 which makes rescue deterministic on both backends without waiting.
 """
@@ -53,6 +55,14 @@ def _machine(store: Store) -> type[RuleBasedStateMachine]:
             for table in ("onceq_attempts", "onceq_jobs"):
                 sql_rows(store.url, f"DELETE FROM {table}")
             self.jobs: dict[int, Model] = {}
+            self.ended: dict[tuple[int, int], str] = {}  # how each lease's attempt ended
+
+        def end(self, lease: Lease, outcome: str) -> None:
+            self.ended[(lease.job_id, lease.token)] = outcome
+
+        def ended_by(self, lease: Lease, *outcomes: str) -> str | None:
+            outcome = self.ended.get((lease.job_id, lease.token))
+            return outcome if outcome in outcomes else None
 
         def held(self, lease: Lease) -> bool:
             job = self.jobs[lease.job_id]
@@ -86,10 +96,12 @@ def _machine(store: Store) -> type[RuleBasedStateMachine]:
 
         @rule(lease=leases)
         def complete(self, lease: Lease) -> None:
-            expected = self.held(lease)
+            held = self.held(lease)
+            expected = held or self.ended_by(lease, "succeeded") is not None
             assert store.job_complete(lease, lease.token) == expected
-            if expected:
+            if held:
                 self.jobs[lease.job_id].status = "succeeded"
+                self.end(lease, "succeeded")
 
         @rule(lease=leases, retry=st.booleans())
         def fail(self, lease: Lease, retry: bool) -> None:
@@ -98,16 +110,21 @@ def _machine(store: Store) -> type[RuleBasedStateMachine]:
                 job = self.jobs[lease.job_id]
                 expected = "pending" if retry and job.attempts < job.max_attempts else "failed"
                 job.status = expected
+                self.end(lease, "retried" if expected == "pending" else "failed")
+            elif earlier := self.ended_by(lease, "retried", "failed"):
+                expected = "pending" if earlier == "retried" else "failed"
             got = store.job_fail(Failure(lease, "boom", retry_in=0 if retry else None))
             assert got == expected
 
         @rule(lease=leases)
         def release(self, lease: Lease) -> None:
-            expected = self.held(lease)
-            assert (lease.job_id in store.job_release_many([lease])) == expected
-            if expected:
+            held = self.held(lease)
+            expected = held or self.ended_by(lease, "released") is not None
+            assert ((lease.job_id, lease.token) in store.job_release_many([lease])) == expected
+            if held:
                 job = self.jobs[lease.job_id]
                 job.status, job.attempts = "pending", job.attempts - 1
+                self.end(lease, "released")
 
         @rule()
         def rescue(self) -> None:
@@ -116,6 +133,7 @@ def _machine(store: Store) -> type[RuleBasedStateMachine]:
                 if job.status == "running" and job.expired:
                     job.status = "pending" if job.attempts < job.max_attempts else "failed"
                     expected[i] = job.status
+                    self.ended[(i, job.token)] = "lease_expired"
             got = store.job_rescue()
             assert {r.job_id: r.status for r in got} == expected
 
@@ -125,6 +143,8 @@ def _machine(store: Store) -> type[RuleBasedStateMachine]:
             job_id = data.draw(st.sampled_from(sorted(self.jobs)))
             job = self.jobs[job_id]
             assert store.job_cancel(job_id) == job.status
+            if job.status == "running":
+                self.ended[(job_id, job.token)] = "cancelled"
             if job.status in ("pending", "running"):
                 job.status = "cancelled"
 

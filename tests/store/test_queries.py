@@ -9,6 +9,7 @@ SQLITE_ONLY = {
     "attempt_insert_claimed",  # PostgreSQL's claim CTE writes the attempt records
     "attempt_end",  # PostgreSQL's worker writes close attempts in their CTEs
     "attempt_reject",  # likewise for refused stale writes
+    "attempt_outcomes",  # likewise for writes sent again after a lost answer
     "job_pending_text",  # text that is not UTF-8: PostgreSQL refuses it on the way in
     "job_fail_unreadable",
     "job_claimable",  # a read before BEGIN IMMEDIATE; PostgreSQL claims with SKIP LOCKED
@@ -17,6 +18,8 @@ POSTGRES_ONLY = {
     "job_insert_many",  # one round trip per batch; SQLite loops in-process
     "job_ids_by_key",  # reads back keyed rows of a batch
     "job_notify",  # LISTEN/NOTIFY wake-ups
+    "backend_identity",  # a lost COMMIT's answer: find its backend again, and end it
+    "backend_settle",
 }
 
 

@@ -24,7 +24,7 @@ def _claim_and_complete(url: str, worker: str, batch: int) -> list[tuple[int, in
         while leases := store.job_claim(worker, None, batch, 120):
             held += [(x.job_id, x.token) for x in leases]
             done = store.job_complete_many([(x, str(x.job_id)) for x in leases])
-            assert done == {x.job_id for x in leases}
+            assert done == {(x.job_id, x.token) for x in leases}
     finally:
         store.close()
     return held

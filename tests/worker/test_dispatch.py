@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from onceq import App
-from onceq.worker import executors, loop
+from onceq.worker import dispatcher, executors
 from onceq.worker.executors import ThreadPool
 from tests.helpers import eventually, sql_rows
 from tests.worker.apps import read_ledger
@@ -65,7 +65,7 @@ def test_a_second_poll_before_the_executor_starts_cannot_run_the_job_again(
     app: App, ledger: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    monkeypatch.setattr(loop, "ThreadPool", _gated_pool(gate))
+    monkeypatch.setattr(dispatcher, "ThreadPool", _gated_pool(gate))
     job = task(app, "record").enqueue(n=1)
     worker = app.worker(concurrency=4)
     worker.open()
@@ -86,7 +86,7 @@ def test_it_claims_only_as_many_jobs_as_it_has_free_slots(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    monkeypatch.setattr(loop, "ThreadPool", _gated_pool(gate))
+    monkeypatch.setattr(dispatcher, "ThreadPool", _gated_pool(gate))
     for n in range(10):
         task(app, "record").enqueue(n=n)
     worker = app.worker(concurrency=3)
@@ -106,7 +106,7 @@ def test_heartbeat_extends_every_lease_in_one_statement(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    monkeypatch.setattr(loop, "ThreadPool", _gated_pool(gate))
+    monkeypatch.setattr(dispatcher, "ThreadPool", _gated_pool(gate))
     for n in range(5):
         task(app, "record").enqueue(n=n)
     worker = app.worker(concurrency=5, lease=60)
@@ -164,7 +164,7 @@ def test_closing_hands_back_claimed_jobs_that_never_started(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    monkeypatch.setattr(loop, "ThreadPool", _gated_pool(gate))
+    monkeypatch.setattr(dispatcher, "ThreadPool", _gated_pool(gate))
     jobs = [task(app, "record").enqueue(n=n) for n in range(3)]
     worker = app.worker(concurrency=3, grace=5)
     worker.open()

@@ -35,7 +35,7 @@ def _wait_for_expiry(app: App, job_id: int) -> None:
 
 def _pause_heartbeats(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the worker's process were stopped: no heartbeat leaves it."""
-    monkeypatch.setattr(worker, "heartbeat_once", lambda: set())
+    monkeypatch.setattr(worker.heartbeat, "run_once", lambda now=None: set())
 
 
 def test_a_worker_whose_lease_was_stolen_cannot_record_its_result(

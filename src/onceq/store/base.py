@@ -2,70 +2,53 @@
 
 The layers above (App, worker, workflow engine, CLI) call only these verbs and never
 see SQL or a driver. A dialect module supplies a connection, a transaction runner,
-parameter encoding for batches, and its queries file; the verbs here are written once.
+parameter encoding for batches, and its queries file; the verbs here are written once,
+and every status change they make goes through one path (`transitions.py`).
 
 Fencing: every write a worker makes about a job (heartbeat, complete, fail, release)
 carries the lease token the claim returned, and the statement matches on it. A write
 with a stale token changes nothing, is reported to the caller, logged, and noted in the
-attempt history (`rejected`).
+attempt history (`rejected`). The same write sent again after its answer was lost finds
+its attempt already ended that way and answers "already recorded".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
 
+from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
-from onceq.models import (
-    FINISHED,
-    Attempt,
-    Failure,
-    Job,
-    JobStatus,
-    Lease,
-    NewJob,
-    Rescued,
-    Run,
-    StepState,
+from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
+from onceq.store import jsoncodec, queries, rows
+from onceq.store.transitions import (
+    CANCEL,
+    CANCEL_PENDING,
+    CLAIM,
+    COMPLETE,
+    FAIL,
+    HEARTBEAT,
+    RELEASE,
+    RESCUE,
+    RETRY,
+    Transitions,
+    run_engine,
 )
-from onceq.store import jsoncodec, queries
-
-if TYPE_CHECKING:
-    from onceq.workflow.model import Definition
+from onceq.store.tx import LeaseKey, Note, Params, Row, Tx
+from onceq.store.wakeup import Waker
 
 log = logging.getLogger("onceq.store")
-
-Row = Mapping[str, Any]
-Params = dict[str, Any]
-LeaseKey = tuple[int, int]
 T = TypeVar("T")
 
-
-class Tx(Protocol):
-    """One open transaction: runs named queries of the store's dialect."""
-
-    def all(self, name: str, params: Params) -> list[Row]:
-        """Run a query and return every row."""
-        ...
-
-    def one(self, name: str, params: Params) -> Row | None:
-        """Run a query and return its first row, if any."""
-        ...
-
-    def run(self, name: str, params: Params) -> int:
-        """Run a statement and return the number of rows it changed."""
-        ...
+RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-# What each worker write is called in the attempt history, and the outcome it records.
-_OP_OUTCOME = {"complete": "succeeded", "release": "released"}
-
-
-class Store(ABC):
+class Store(Transitions, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]
@@ -77,20 +60,27 @@ class Store(ABC):
     # -- dialect hooks -------------------------------------------------------------
 
     @abstractmethod
-    def _in_tx(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in one write transaction, re-running it whole on a transient conflict."""
+    def _in_tx(self, fn: Callable[[Tx], T], labels: tuple[str, ...] = ()) -> T:
+        """Run `fn` in one write transaction, re-running it whole on a transient conflict.
+        `labels` name the fault points around its commit (see onceq.faults).
+        StoreUnavailable: nothing was written; OutcomeUnknown: the commit's answer was
+        lost (the store settles which before its next transaction)."""
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn`, which only reads; dialects may skip the write lock."""
         return self._in_tx(fn)
 
     @abstractmethod
-    def _now(self) -> float | None:
-        """The `now` passed to queries: SQLite's clock; None where the database has one."""
-
-    @abstractmethod
     def _time_param(self, when: datetime | None) -> Any:
         """A datetime as the dialect stores it."""
+
+    @abstractmethod
+    def waker(self, event: threading.Event) -> Waker:
+        """How an idle worker of this store learns that there may be work."""
+
+    def limit_statement_time(self, seconds: float) -> None:
+        """Bound how long one statement may run (a worker asks for less than its lease:
+        a statement that outlives the lease is wasted). Not every dialect can."""
 
     def _leases_param(self, leases: Sequence[LeaseKey]) -> Params:
         """A batch of (job id, token) pairs: one JSON array, `[[id, token], ...]`."""
@@ -109,9 +99,9 @@ class Store(ABC):
             **self._leases_param([key for key, _ in items]),
         }
 
-    def _queues_param(self, queues: Sequence[str]) -> str:
-        """A list of queue names as one JSON array."""
-        return json.dumps(list(queues))
+    def _queues_param(self, queues: Sequence[str] | None) -> str | None:
+        """A list of queue names as one JSON array (None: every unreserved queue)."""
+        return None if queues is None else json.dumps(list(queues))
 
     @abstractmethod
     def _insert_many(self, tx: Tx, rows: Sequence[Params]) -> list[int]:
@@ -121,8 +111,20 @@ class Store(ABC):
     def _run_script(self, tx: Tx, script: str) -> None:
         """Run one migration file's statements."""
 
-    def _before_migrate(self, tx: Tx) -> None:  # noqa: B027 - a hook
+    def _before_migrate(self, tx: Tx) -> None:
         """Take whatever a dialect needs before migrating (a lock, a schema)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def _emit(self, notes: Sequence[Note]) -> None:
+        """Log what a committed transaction noted: the one place every verb's effects
+        pass after the commit."""
+        for level, event, fields in notes:
+            logs.event(log, level, event, **fields)
+
+    # -- schema --------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in one transaction; the versions applied (none on a
@@ -137,10 +139,10 @@ class Store(ABC):
                 raise SchemaError(schema_too_new(current, len(known)))
             for version, script in known[current:]:
                 self._run_script(tx, script)
-                tx.run("migration_record", self._p(version=version))
+                tx.run("migration_record", {"version": version})
             return [version for version, _ in known[current:]]
 
-        return self._in_tx(apply)
+        return self._in_tx(apply, ("migrate",))
 
     def schema_version(self) -> int:
         """The schema version of the database (0 when it has no onceq schema)."""
@@ -152,47 +154,29 @@ class Store(ABC):
         row = tx.one("schema_version", {})
         return int(row["version"] or 0) if row else 0
 
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections."""
-
-    def _bookkeep(  # noqa: B027 - a hook; PostgreSQL writes attempt records in its SQL
-        self,
-        tx: Tx,
-        op: str,
-        leases: Sequence[LeaseKey],
-        kept: Sequence[Row],
-        outcome: Callable[[Row], str | None],
-        error: str | None,
-    ) -> None:
-        """Write attempt records for a worker write (SQLite); PostgreSQL's CTEs do it inline."""
-
-    def _p(self, **params: Any) -> Params:
-        params["now"] = self._now()
-        return params
-
     # -- enqueue -------------------------------------------------------------------
 
     def _insert_params(self, new: NewJob) -> Params:
         if new.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
-        return self._p(
-            queue=new.queue,
-            task=new.task,
-            args=jsoncodec.dumps(new.args, f"payload of {new.task}"),
-            priority=new.priority,
-            run_at=self._time_param(new.run_at),
-            delay=float(new.delay),
-            key=new.key,
-            max_attempts=new.max_attempts,
-            run_id=new.run_id,
-            step=new.step,
-            item=new.item,
-        )
+        return {
+            "queue": new.queue,
+            "task": new.task,
+            "args": jsoncodec.dumps(new.args, f"payload of {new.task}"),
+            "priority": new.priority,
+            "run_at": self._time_param(new.run_at),
+            "delay": float(new.delay),
+            "key": new.key,
+            "max_attempts": new.max_attempts,
+            "run_id": new.run_id,
+            "step": new.step,
+            "item": new.item,
+        }
 
     def job_insert(self, new: NewJob) -> Job:
         """Insert one job, committed when this returns. With a `key` that exists, the
-        existing job is returned instead (the unique index makes this race-free)."""
+        existing job is returned instead (the unique index makes this race-free, and
+        makes an enqueue whose answer was lost safe to send again)."""
         params = self._insert_params(new)
 
         def insert(tx: Tx) -> Row:
@@ -202,15 +186,15 @@ class Store(ABC):
             assert row is not None
             return row
 
-        return self._job(self._in_tx(insert))
+        return rows.job(self._in_tx(insert, ("insert",)))
 
     def job_insert_many(self, news: Sequence[NewJob]) -> list[int]:
         """Insert many jobs in one transaction; their ids in input order. Every payload is
         encoded before anything is written, so one bad payload writes nothing."""
-        rows = [self._insert_params(new) for new in news]
-        if not rows:
+        params = [self._insert_params(new) for new in news]
+        if not params:
             return []
-        return self._in_tx(lambda tx: self._insert_many(tx, rows))
+        return self._in_tx(lambda tx: self._insert_many(tx, params), ("insert",))
 
     # -- the worker's verbs, all fenced by the lease token -------------------------
 
@@ -221,13 +205,13 @@ class Store(ABC):
     def job_pending_exists(self, queues: Sequence[str] | None) -> bool:
         """Whether any job of these queues (all but the reserved onceq.* ones, for None)
         is pending, due or not."""
-        param = None if queues is None else self._queues_param(queues)
-        return bool(self._read(lambda tx: tx.all("job_pending_exists", {"queues": param})))
+        params = {"queues": self._queues_param(queues)}
+        return bool(self._read(lambda tx: tx.all("job_pending_exists", params)))
 
     def job_running_exists(self, queues: Sequence[str] | None) -> bool:
         """Whether any job of these queues (all, for None) is running."""
-        param = None if queues is None else self._queues_param(queues)
-        return bool(self._read(lambda tx: tx.all("job_running_exists", {"queues": param})))
+        params = {"queues": self._queues_param(queues)}
+        return bool(self._read(lambda tx: tx.all("job_running_exists", params)))
 
     def jobs_active(self, queues: Sequence[str] | None) -> bool:
         """Whether any job of these queues is pending or running: two index probes, cheap
@@ -238,10 +222,11 @@ class Store(ABC):
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> list[Lease]:
         """Move up to `limit` due jobs to running for `worker`, in one statement, and return
-        their leases: priority (high first), then run_at, then id."""
+        their leases: priority (high first), then run_at, then id. OutcomeUnknown: the
+        claim may have committed — `job_adopt` finds what it took."""
         if limit <= 0:
             return []
-        return self._leases(self._in_tx(self._claim_step(worker, queues, limit, lease)))
+        return rows.leases(self._in_tx(self._claim_step(worker, queues, limit, lease), ("claim",)))
 
     def job_complete_and_claim(
         self,
@@ -250,19 +235,21 @@ class Store(ABC):
         queues: Sequence[str] | None,
         limit: int,
         lease: float,
-    ) -> tuple[set[int], list[Lease]]:
+    ) -> tuple[set[LeaseKey], list[Lease]]:
         """job_complete_many, then job_claim for the slots that frees, in one transaction:
         one commit (the costly part, on both backends) instead of two."""
-        keys, complete = self._complete_step(items)
+        complete = self._complete_step(items)
         claim = self._claim_step(worker, queues, limit, lease)
-        done, rows = self._in_tx(lambda tx: (complete(tx), claim(tx) if limit > 0 else []))
-        self._log_rejected("complete", keys, done)
-        return done, self._leases(rows)
+        labels = ("complete", "claim") if limit > 0 else ("complete",)
+        done, claimed = self._in_tx(
+            lambda tx: (complete(tx), claim(tx) if limit > 0 else []), labels
+        )
+        return done, rows.leases(claimed)
 
     def _claim_step(
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> Callable[[Tx], list[Row]]:
-        params = self._p(worker=worker, limit=limit, lease=float(lease))
+        params: Params = {"worker": worker, "limit": limit, "lease": float(lease)}
         if queues is None:
             name = "job_claim"
         elif len(queues) == 1:
@@ -271,34 +258,19 @@ class Store(ABC):
             name, params["queues"] = "job_claim_queues", self._queues_param(queues)
 
         def claim(tx: Tx) -> list[Row]:
-            rows = tx.all(name, params)
-            if rows:
-                self._after_claim(tx, rows)
-            return rows
+            claimed = tx.all(name, params)
+            if claimed:
+                self._transition(tx, CLAIM, claimed)
+            return claimed
 
         return claim
 
-    @staticmethod
-    def _leases(rows: list[Row]) -> list[Lease]:
-        rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["id"]))
-        return [
-            Lease(
-                job_id=r["id"],
-                token=r["lease_token"],
-                task=r["task"],
-                args=r["args"],
-                queue=r["queue"],
-                attempts=r["attempts"],
-                max_attempts=r["max_attempts"],
-                run_id=r["run_id"],
-                step=r["step"],
-                item=r["item"],
-            )
-            for r in rows
-        ]
-
-    def _after_claim(self, tx: Tx, rows: Sequence[Row]) -> None:  # noqa: B027 - a hook
-        """Start the attempt records of a claim (SQLite); PostgreSQL's claim CTE does it."""
+    def job_adopt(self, worker: str, known: Sequence[LeaseKey], lease: float) -> list[Lease]:
+        """Every job running under `worker` but not among the leases it `known`s to hold
+        — what a claim whose answer was lost took for it — with its lease extended, to
+        be run (or released) by that worker."""
+        params = {"worker": worker, "known": json.dumps(known), "lease": float(lease)}
+        return rows.leases(self._in_tx(lambda tx: tx.all("job_adopt", params), ("adopt",)))
 
     def job_heartbeat(self, leases: Sequence[Lease], lease: float) -> set[LeaseKey]:
         """Extend every lease still held, in one statement; return those kept, as
@@ -306,110 +278,81 @@ class Store(ABC):
         if not leases:
             return set()
         keys = [(x.job_id, x.token) for x in leases]
-        params = self._p(lease=float(lease), **self._leases_param(keys))
+        params = {"lease": float(lease), **self._leases_param(keys)}
 
         def beat(tx: Tx) -> set[LeaseKey]:
             kept = tx.all("job_heartbeat", params)
-            self._bookkeep(tx, "heartbeat", keys, kept, lambda _: None, None)
+            self._transition(tx, HEARTBEAT, kept, keys)
             return {(r["id"], r["token"]) for r in kept}
 
-        # Not logged here: a heartbeat that merely crossed its holder's completion is
-        # refused too, and only the worker can tell a lost lease from that (job.lease_lost).
-        return self._in_tx(beat)
+        return self._in_tx(beat, ("heartbeat",))
 
-    def job_complete_many(self, items: Sequence[tuple[Lease, str]]) -> set[int]:
-        """Record results (JSON text) for leases still held; return the job ids recorded.
-        A stale lease records nothing: its job was rescued, re-claimed or cancelled."""
+    def job_complete_many(self, items: Sequence[tuple[Lease, str]]) -> set[LeaseKey]:
+        """Record results (JSON text) for leases still held; return the leases whose
+        result is recorded — now, or by an earlier sending of the same completion whose
+        answer was lost. A stale lease records nothing: its job was rescued, re-claimed
+        or cancelled."""
         if not items:
             return set()
-        keys, complete = self._complete_step(items)
-        done = self._in_tx(complete)
-        self._log_rejected("complete", keys, done)
-        return done
+        return self._in_tx(self._complete_step(items), ("complete",))
 
-    def _complete_step(
-        self, items: Sequence[tuple[Lease, str]]
-    ) -> tuple[list[LeaseKey], Callable[[Tx], set[int]]]:
+    def _complete_step(self, items: Sequence[tuple[Lease, str]]) -> Callable[[Tx], set[LeaseKey]]:
         keys = [(lease.job_id, lease.token) for lease, _ in items]
-        params = self._p(
-            **self._results_param([(k, r) for k, (_, r) in zip(keys, items, strict=True)])
-        )
+        params = self._results_param([(k, r) for k, (_, r) in zip(keys, items, strict=True)])
 
-        def complete(tx: Tx) -> set[int]:
+        def complete(tx: Tx) -> set[LeaseKey]:
             if not keys:
                 return set()
-            done = tx.all("job_complete", params)
-            self._bookkeep(tx, "complete", keys, done, lambda _: "succeeded", None)
-            self._after_finish(tx, done, "succeeded")
-            return {r["id"] for r in done}
+            return self._transition(tx, COMPLETE, tx.all("job_complete", params), keys).written
 
-        return keys, complete
+        return complete
 
     def job_complete(self, lease: Lease, result: Any) -> bool:
         """Record one result; False when the lease is stale."""
         text = jsoncodec.dumps(result, f"result of job {lease.job_id}")
-        return lease.job_id in self.job_complete_many([(lease, text)])
+        return (lease.job_id, lease.token) in self.job_complete_many([(lease, text)])
 
     def job_fail(self, failure: Failure) -> JobStatus | None:
         """Record a failure: pending again after `retry_in` while attempts remain, else
-        failed. Returns the new status, or None when the lease is stale."""
+        failed. Returns the new status (the one it set, for a failure sent again after
+        its answer was lost), or None when the lease is stale."""
         lease = failure.lease
-        keys = [(lease.job_id, lease.token)]
-        params = self._p(
-            job_id=lease.job_id,
-            token=lease.token,
-            error=failure.error,
-            traceback=failure.traceback,
-            retry_in=None if failure.retry_in is None else float(failure.retry_in),
-            **self._leases_param(keys),
-        )
+        key = (lease.job_id, lease.token)
+        params = {
+            "job_id": lease.job_id,
+            "token": lease.token,
+            "error": failure.error,
+            "traceback": failure.traceback,
+            "retry_in": None if failure.retry_in is None else float(failure.retry_in),
+            **self._leases_param([key]),
+        }
 
         def fail(tx: Tx) -> JobStatus | None:
-            row = tx.one("job_fail", params)
-            kept = [row] if row else []
-            self._bookkeep(
-                tx,
-                "fail",
-                keys,
-                kept,
-                lambda r: "retried" if r["status"] == "pending" else "failed",
-                failure.error,
-            )
-            if row is None:
-                return None
-            if row["status"] == "pending" and self._cancel_orphaned_retries(tx, kept):
-                return "cancelled"
-            if row["status"] == "failed":
-                self._after_finish(tx, kept, "failed")
-            status: JobStatus = row["status"]
-            return status
+            done = self._transition(tx, FAIL, tx.all("job_fail", params), [key],
+                                    error=failure.error)  # fmt: skip
+            for change in done.changes:
+                return change.status
+            return done.replayed.get(key)
 
-        status = self._in_tx(fail)
-        if status is None:
-            self._log_rejected("fail", keys, set())
-        return status
+        return self._in_tx(fail, ("fail",))
 
-    def job_release_many(self, leases: Sequence[Lease]) -> set[int]:
-        """Hand back leases whose handler never started: pending again, attempt given back."""
+    def job_release_many(self, leases: Sequence[Lease]) -> set[LeaseKey]:
+        """Hand back leases whose handler never started: pending again, attempt given
+        back (or cancelled, if the job's workflow run has ended meanwhile)."""
         if not leases:
             return set()
         keys = [(x.job_id, x.token) for x in leases]
-        params = self._p(**self._leases_param(keys))
+        params = self._leases_param(keys)
 
-        def release(tx: Tx) -> set[int]:
-            kept = tx.all("job_release", params)
-            self._bookkeep(tx, "release", keys, kept, lambda _: "released", None)
-            return {r["id"] for r in kept}
+        def release(tx: Tx) -> set[LeaseKey]:
+            return self._transition(tx, RELEASE, tx.all("job_release", params), keys).written
 
-        kept = self._in_tx(release)
-        self._log_rejected("release", keys, kept)
-        return kept
+        return self._in_tx(release, ("release",))
 
     def job_rescue(self) -> list[Rescued]:
         """Jobs whose lease expired go back to pending, or to failed when out of attempts.
         Safe to run from any number of workers at once: each job is rescued once."""
-        error = "lease expired: the worker died, hung or lost the database"
-        return self._rescue(None, error, "lease_expired")
+        return self._rescue(None, RESCUE_ERROR, "lease_expired")
 
     def job_rescue_worker(self, worker: str, reason: str) -> list[Rescued]:
         """Rescue every job held by `worker` at once; only for a worker known to be dead
@@ -417,23 +360,14 @@ class Store(ABC):
         return self._rescue(worker, f"worker {worker} died: {reason}", "worker_died")
 
     def _rescue(self, worker: str | None, error: str, outcome: str) -> list[Rescued]:
-        params = self._p(worker=worker, error=error, outcome=outcome)
+        params = {"worker": worker, "error": error, "outcome": outcome}
 
-        def rescue(tx: Tx) -> list[Row]:
-            rows = tx.all("job_rescue", params)
-            if rows:
-                keys = [(r["id"], r["token"]) for r in rows]
-                self._bookkeep(tx, "rescue", keys, rows, lambda _: outcome, params["error"])
-                self._cancel_orphaned_retries(tx, [r for r in rows if r["status"] == "pending"])
-                self._after_finish(tx, [r for r in rows if r["status"] == "failed"], "failed")
-            return rows
+        def rescue(tx: Tx) -> list[Rescued]:
+            found = tx.all("job_rescue", params)
+            done = self._transition(tx, RESCUE, found, outcome=outcome, error=error)
+            return [Rescued(c.job_id, c.token, c.status) for c in done.changes]
 
-        rows = self._in_tx(rescue)
-        for r in rows:
-            log.warning(
-                "job %s rescued (%s, lease %s): now %s", r["id"], outcome, r["token"], r["status"]
-            )
-        return [Rescued(r["id"], r["token"], r["status"]) for r in rows]
+        return self._in_tx(rescue, ("rescue",))
 
     # -- operator actions ----------------------------------------------------------
 
@@ -448,14 +382,15 @@ class Store(ABC):
             before: JobStatus = row["status"]
             if before in FINISHED:
                 return before
-            done = tx.all("job_cancel", self._p(job_id=job_id))
+            done = tx.all("job_cancel", {"job_id": job_id})
             if before == "running":
-                keys = [(job_id, row["lease_token"])]
-                self._bookkeep(tx, "cancel", keys, done, lambda _: "cancelled", "cancelled")
-            self._after_finish(tx, done, "cancelled")
+                key = (job_id, row["lease_token"])
+                self._transition(tx, CANCEL, done, [key], error="cancelled")
+            else:
+                self._transition(tx, CANCEL_PENDING, done)
             return before
 
-        return self._in_tx(cancel)
+        return self._in_tx(cancel, ("cancel",))
 
     def job_retry(self, job_id: int, extra_attempts: int = 1) -> Job:
         """Put a failed or cancelled job back to pending with at least `extra_attempts` left."""
@@ -471,14 +406,15 @@ class Store(ABC):
                     f"job {job_id} belongs to workflow run {row['run_id']}: "
                     "its step decides what runs next, so re-run the workflow instead"
                 )
-            done = tx.one("job_retry", self._p(job_id=job_id, extra=extra_attempts))
+            done = tx.one("job_retry", {"job_id": job_id, "extra": extra_attempts})
             if done is None:
                 raise InvalidTransition(
                     f"job {job_id} is {row['status']}: only failed or cancelled jobs can be retried"
                 )
+            self._transition(tx, RETRY, [done])
             return done
 
-        return self._job(self._in_tx(retry))
+        return rows.job(self._in_tx(retry, ("retry",)))
 
     def queue_purge(self, queue: str) -> int:
         """Delete every job of `queue`, its attempts, and the workflow runs its jobs
@@ -488,7 +424,7 @@ class Store(ABC):
             tx.run("queue_purge", {"queue": queue})
             return tx.run("queue_purge_jobs", {"queue": queue})
 
-        return self._in_tx(purge)
+        return self._in_tx(purge, ("purge",))
 
     # -- reads ---------------------------------------------------------------------
 
@@ -497,7 +433,7 @@ class Store(ABC):
         row = self._read(lambda tx: tx.one("job_get", {"job_id": job_id}))
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
-        return self._job(row)
+        return rows.job(row)
 
     def job_list(
         self,
@@ -518,44 +454,46 @@ class Store(ABC):
             "limit": limit,
             "offset": offset,
         }
-        return [self._job(r) for r in self._read(lambda tx: tx.all("job_list", params))]
+        return [rows.job(r) for r in self._read(lambda tx: tx.all("job_list", params))]
 
     def job_counts(self) -> list[tuple[str, str, int]]:
         """(queue, status, count) for every queue and status present."""
-        rows = self._read(lambda tx: tx.all("job_counts", {}))
-        return [(r["queue"], r["status"], r["n"]) for r in rows]
+        found = self._read(lambda tx: tx.all("job_counts", {}))
+        return [(r["queue"], r["status"], r["n"]) for r in found]
 
     def attempt_list(self, job_id: int) -> list[Attempt]:
         """A job's attempts, oldest first."""
-        rows = self._read(lambda tx: tx.all("attempt_list", {"job_id": job_id}))
-        return [
-            Attempt(
-                job_id=r["job_id"],
-                attempt=r["attempt"],
-                token=r["token"],
-                worker=r["worker"],
-                started_at=_dt(r["started_at"]),
-                ended_at=_dt_or_none(r["ended_at"]),
-                outcome=r["outcome"],
-                error=r["error"],
-                rejected=r["rejected"],
-            )
-            for r in rows
-        ]
+        found = self._read(lambda tx: tx.all("attempt_list", {"job_id": job_id}))
+        return [rows.attempt(r) for r in found]
 
     # -- workflow runs -------------------------------------------------------------
 
-    def run_start(self, definition: Definition, data: dict[str, Any]) -> int:
-        """Create a run and dispatch its first steps, in one transaction; its id."""
-        from onceq.workflow.engine import start_run
+    def run_start(self, name: str, definition: str, data: Any, steps: Sequence[str]) -> int:
+        """Create a run of a checked definition (its JSON text) with one row per step, and
+        let the run engine dispatch its first steps, in one transaction; its id."""
+        params = {
+            "name": name,
+            "definition": definition,
+            "input": jsoncodec.dumps(data, f"input of workflow {name}"),
+        }
+        engine = run_engine()
 
-        return self._in_tx(lambda tx: start_run(self, tx, definition, data))
+        def start(tx: Tx) -> int:
+            run = tx.one("run_insert", params)
+            assert run is not None
+            for step in steps:
+                tx.run("step_insert", {"run_id": run["id"], "step": step})
+            engine.run_started(tx, run)
+            run_id: int = run["id"]
+            return run_id
+
+        return self._in_tx(start, ("run_start",))
 
     def run_cancel(self, run_id: int) -> str:
-        """Cancel a running run; returns the status it had."""
-        from onceq.workflow.engine import cancel_run
-
-        before = self._in_tx(lambda tx: cancel_run(self, tx, run_id))
+        """Cancel a running run: pending jobs are cancelled, running ones finish without
+        advancing it (and are not retried). Returns the status it had."""
+        before = self._in_tx(lambda tx: self._run_end(tx, run_id, "cancelled", "cancelled"),
+                             ("run_cancel",))  # fmt: skip
         if before is None:
             raise RunNotFound(f"no workflow run with id {run_id}")
         return before
@@ -571,106 +509,17 @@ class Store(ABC):
             return row, steps, tx.all("job_run_counts", {"run_id": run_id})
 
         row, steps, counts = self._read(read)
-        return self._run(row, steps, counts)
+        return rows.run(row, steps, counts)
 
     def run_list(self, *, limit: int = 50, offset: int = 0) -> list[Run]:
         """Runs, newest first (without their steps)."""
-        rows = self._read(lambda tx: tx.all("run_list", {"limit": limit, "offset": offset}))
-        return [self._run(r, [], []) for r in rows]
+        found = self._read(lambda tx: tx.all("run_list", {"limit": limit, "offset": offset}))
+        return [rows.run(r, [], []) for r in found]
 
     def run_results(self, run_id: int, step: str) -> list[Any]:
         """The results of a step's jobs, in item order (None for unfinished ones)."""
-        rows = self._read(lambda tx: tx.all("job_step_results", {"run_id": run_id, "step": step}))
-        return [_json_or_raw(r["result"]) for r in rows]
-
-    @staticmethod
-    def _run(row: Row, steps: Sequence[Row], counts: Sequence[Row]) -> Run:
-        order = list(jsoncodec.loads(row["definition"])["steps"])
-        per_step: dict[str, dict[str, int]] = {}
-        for c in counts:
-            per_step.setdefault(c["step"], {})[c["status"]] = c["n"]
-        states = sorted(steps, key=lambda s: order.index(s["step"]))
-        return Run(
-            id=row["id"],
-            name=row["name"],
-            status=row["status"],
-            input=_json_or_raw(row["input"]),
-            error=row["error"],
-            created_at=_dt(row["created_at"]),
-            finished_at=_dt_or_none(row["finished_at"]),
-            steps=tuple(
-                StepState(
-                    name=s["step"],
-                    status=s["status"],
-                    total=s["total"],
-                    counts=per_step.get(s["step"], {}),
-                    error=s["error"],
-                    started_at=_dt_or_none(s["started_at"]),
-                    finished_at=_dt_or_none(s["finished_at"]),
-                )
-                for s in states
-            ),
-        )
-
-    # -- workflow hook -------------------------------------------------------------
-
-    def _cancel_orphaned_retries(self, tx: Tx, rows: Sequence[Row]) -> set[int]:
-        """Workflow jobs just sent back to pending whose run has ended (it was cancelled
-        while they ran) are cancelled instead of retried; returns their ids."""
-        cancelled = set()
-        for r in rows:
-            if r["run_id"] is None:
-                continue
-            run = tx.one("run_status_for_retry", {"run_id": r["run_id"]})
-            if run is not None and run["status"] != "running":
-                tx.run("job_cancel_retry", self._p(job_id=r["id"]))
-                cancelled.add(r["id"])
-        return cancelled
-
-    def _after_finish(self, tx: Tx, rows: Sequence[Row], status: str) -> None:
-        """Advance the workflow runs of jobs that just reached a final status, in the same
-        transaction that recorded it (the fan-in guarantee depends on it)."""
-        flows = [r for r in rows if r["run_id"] is not None]
-        if flows:
-            from onceq.workflow.engine import on_jobs_finished
-
-            on_jobs_finished(self, tx, flows, status)
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _log_rejected(self, op: str, keys: Sequence[LeaseKey], kept: set[int]) -> None:
-        for job_id, token in keys:
-            if job_id not in kept:  # (callers pass the ids whose lease was kept)
-                log.warning(
-                    "stale %s rejected for job %s: lease %s is no longer held", op, job_id, token
-                )
-
-    @staticmethod
-    def _job(row: Row) -> Job:
-        return Job(
-            id=row["id"],
-            queue=row["queue"],
-            task=row["task"],
-            args=_json_or_raw(row["args"]),
-            status=row["status"],
-            priority=row["priority"],
-            run_at=_dt(row["run_at"]),
-            key=row["key"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            lease_token=row["lease_token"],
-            lease_expires_at=_dt_or_none(row["lease_expires_at"]),
-            worker=row["worker"],
-            result=_json_or_raw(row["result"]),
-            last_error=row["last_error"],
-            last_traceback=row["last_traceback"],
-            created_at=_dt(row["created_at"]),
-            started_at=_dt_or_none(row["started_at"]),
-            finished_at=_dt_or_none(row["finished_at"]),
-            run_id=row["run_id"],
-            step=row["step"],
-            item=row["item"],
-        )
+        found = self._read(lambda tx: tx.all("job_step_results", {"run_id": run_id, "step": step}))
+        return [rows.json_or_raw(r["result"]) for r in found]
 
 
 def schema_too_new(current: int, known: int) -> str:
@@ -679,21 +528,3 @@ def schema_too_new(current: int, known: int) -> str:
         f"the database schema is version {current}, newer than this onceq knows "
         f"(up to {known}): upgrade onceq"
     )
-
-
-def _dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _dt_or_none(value: Any) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _json_or_raw(text: str | None) -> Any:
-    """Decode stored JSON; a value written around onceq that is not JSON is shown raw."""
-    try:
-        return jsoncodec.loads(text)
-    except ValueError:
-        return text

@@ -2,21 +2,34 @@
 
 - Claims use `FOR UPDATE SKIP LOCKED` in a CTE; every lease time is the database's
   `now()`, so the clocks of worker machines do not matter.
-- READ COMMITTED throughout, and short transactions: a long-open transaction anywhere
-  stalls a SKIP LOCKED queue (dead tuples pile up behind it).
+- READ COMMITTED, pinned: each transaction says so in its BEGIN, whatever the database's
+  default (under REPEATABLE READ two items finishing together would each count the other
+  as still running, and the fan-in would never happen). Short transactions: a long-open
+  one anywhere stalls a SKIP LOCKED queue (dead tuples pile up behind it).
+- A connection that goes silent is noticed: TCP keepalives and `tcp_user_timeout`
+  (unless the URL sets its own), and a statement timeout below the worker's lease.
 - `?schema=NAME` in the URL keeps onceq's tables in their own schema (created on
   migrate); its NOTIFY channel is per schema too.
-- Deadlocks and serialization failures re-run the whole transaction. A lost connection
-  is not retried here: whether the commit happened is unknown, and the layer above
-  decides (the worker keeps its results and tries again; fencing makes that safe).
+- Deadlocks and serialization failures re-run the whole transaction. A connection lost
+  before COMMIT was sent wrote nothing (StoreUnavailable). One lost while committing may
+  or may not have committed: the store ends that connection's backend if it is still
+  there (`pg_terminate_backend`, matched on its pid and start time), waits until it is
+  gone, and raises OutcomeUnknown; from then on, reads tell what committed. If the
+  server cannot be reached to do so, the next transaction does it first.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,9 +42,13 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from onceq.errors import ConfigError, StoreUnavailable
-from onceq.store.base import Params, Row, Store, Tx
+from onceq import faults
+from onceq.errors import ConfigError, OutcomeUnknown, StoreUnavailable
+from onceq.store.base import Store
+from onceq.store.transitions import Op
+from onceq.store.tx import LeaseKey, Note, Params, Row, Tx
 from onceq.store.urls import StoreURL
+from onceq.store.wakeup import Waker
 
 log = logging.getLogger("onceq.store")
 T = TypeVar("T")
@@ -40,27 +57,54 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_POOL_SIZE = 4
 # An arbitrary constant: the advisory lock that serializes concurrent `migrate` runs.
 MIGRATE_LOCK = 0x6F6E6365  # "once"
+# libpq settings that make a silent network fail a call instead of hanging it (each one
+# only where the URL does not set its own): probes after 5 s of quiet, dead after 3
+# unanswered; unacknowledged data for 10 s drops the connection.
+NETWORK_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+SETTLE_FOR = 10.0  # how long a lost commit is waited on before the next call does it
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+_savepoints = itertools.count()
 
 
 class _PgTx:
-    __slots__ = ("cur", "q")
+    __slots__ = ("base", "cur", "notes", "q")
 
-    def __init__(self, cur: psycopg.Cursor[dict[str, Any]], q: dict[str, bytes]) -> None:
+    def __init__(self, cur: psycopg.Cursor[dict[str, Any]], q: dict[str, bytes], channel: str):
         self.cur = cur
         self.q = q
+        self.base = {"channel": channel}
+        self.notes: list[Note] = []
 
     def all(self, name: str, params: Params) -> list[Row]:
-        self.cur.execute(self.q[name], params)
+        self.cur.execute(self.q[name], {**self.base, **params})
         return list(self.cur.fetchall()) if self.cur.description else []
 
     def one(self, name: str, params: Params) -> Row | None:
-        self.cur.execute(self.q[name], params)
+        self.cur.execute(self.q[name], {**self.base, **params})
         return self.cur.fetchone() if self.cur.description else None
 
     def run(self, name: str, params: Params) -> int:
-        self.cur.execute(self.q[name], params)
+        self.cur.execute(self.q[name], {**self.base, **params})
         return self.cur.rowcount
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        name = f"onceq_{next(_savepoints)}"
+        self.cur.execute(f"SAVEPOINT {name}".encode())
+        try:
+            yield
+        except BaseException:
+            if not self.cur.connection.broken:
+                self.cur.execute(f"ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}".encode())
+            raise
+        self.cur.execute(f"RELEASE SAVEPOINT {name}".encode())
 
 
 class PostgresStore(Store):
@@ -83,15 +127,25 @@ class PostgresStore(Store):
         # the planner claims through a bitmap scan that sorts *every* pending job (10 ms at
         # 10,000 pending, growing with the backlog) instead of walking the pending index
         # in claim order and stopping after LIMIT rows (2 ms). Nothing onceq runs needs them.
-        settings = ["-c enable_bitmapscan=off"]
+        # READ COMMITTED also for the statements run outside a transaction.
+        settings = ["-c enable_bitmapscan=off", "-c default_transaction_isolation=read\\ committed"]
         if self.schema:
             settings.append(f"-c search_path={self.schema}")
-        if own := conninfo_to_dict(self.conninfo).get("options"):
-            settings.insert(0, str(own))  # the URL's own options= still apply
+        own = conninfo_to_dict(self.conninfo)
+        if own.get("options"):
+            settings.insert(0, str(own["options"]))  # the URL's own options= still apply
         self.connect_kwargs: dict[str, Any] = {
             "connect_timeout": int(CONNECT_TIMEOUT),
             "options": " ".join(settings),
+            **{k: v for k, v in NETWORK_DEFAULTS.items() if k not in own},
         }
+        self._begin = _BEGIN
+        self._statement_timeout: float | None = None
+        # Each pooled connection's backend (pid, start), to settle a commit lost on it.
+        self._backends: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[int, Any]]
+        self._backends = weakref.WeakKeyDictionary()
+        self._unsettled: list[tuple[int, Any]] = []
+        self._lock = threading.Lock()
         # One direct connection first: its error says why the server is unreachable,
         # where a pool would only time out.
         self.connect().close()
@@ -99,8 +153,8 @@ class PostgresStore(Store):
             self.conninfo,
             min_size=1,
             max_size=max(size, 1),
-            kwargs=self.connect_kwargs,
-            configure=_configure,
+            kwargs={**self.connect_kwargs, "autocommit": True},  # BEGIN is ours to send
+            configure=self._configure,
             open=False,
             name="onceq",
         )
@@ -115,55 +169,161 @@ class PostgresStore(Store):
             raise ConfigError(
                 f"cannot reach PostgreSQL at {_safe(self.conninfo)}: {reason}"
             ) from exc
-        _configure(conn)
+        _loaders(conn)
         return conn
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        _loaders(conn)
+        row = conn.execute(self._qb["backend_identity"]).fetchone()
+        if row is not None:
+            self._backends[conn] = (row[0], row[1])
 
     def close(self) -> None:
         self.pool.close()
 
+    def limit_statement_time(self, seconds: float) -> None:
+        with self._lock:
+            if self._statement_timeout is None or seconds < self._statement_timeout:
+                self._statement_timeout = seconds
+                ms = max(int(seconds * 1000), 1)
+                self._begin = _BEGIN + f"; SET LOCAL statement_timeout = {ms}".encode()
+
+    def waker(self, event: threading.Event) -> Waker:
+        return PostgresWaker(self, event)
+
+    def _transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError | StoreUnavailable)
+
     # -- transactions --------------------------------------------------------------
 
-    def _in_tx(self, fn: Callable[[Tx], T]) -> T:
+    def _in_tx(self, fn: Callable[[Tx], T], labels: tuple[str, ...] = ()) -> T:
+        return self._run(fn, labels, read=False)
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        return self._run(fn, (), read=True)
+
+    def _run(self, fn: Callable[[Tx], T], labels: tuple[str, ...], *, read: bool) -> T:
+        """One transaction on a pooled connection: BEGIN (with the isolation level and the
+        statement timeout, in one round trip), `fn`, COMMIT; the phase it failed in says
+        what can have been written."""
+        if self._unsettled:
+            self._settle_earlier()
+        begin = _BEGIN if "migrate" in labels else self._begin  # no timeout on migrations
         pause = 0.005
-        dead = 0  # pooled connections found dead before their transaction began
+        dead = 0  # connections found dead before anything was sent on them
         for attempt in range(10):
-            began = False
+            conn = self._getconn()
+            phase = "begin"
+            lost: str | None = None  # the COMMIT was sent and its answer never came
             try:
-                with (
-                    self.pool.connection() as conn,
-                    conn.transaction(),  # BEGIN: where a dead connection shows
-                    conn.cursor(row_factory=dict_row) as cur,
-                ):
-                    began = True
-                    return fn(_PgTx(cur, self._qb))
-            except _RETRYABLE as exc:
-                if attempt == 9:
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(begin)
+                    phase = "body"
+                    tx = _PgTx(cur, self._qb, self.channel)
+                    out = fn(tx)
+                    if faults.RULES and any(faults.hit(f"{x}.before_commit") for x in labels):
+                        _sever(conn)  # the COMMIT below then fails on a dead connection
+                    phase = "commit"
+                    cur.execute(b"COMMIT")
+                    if faults.RULES and any(faults.hit(f"{x}.committed") for x in labels):
+                        _sever(conn)
+                        lost = "injected fault: the answer to COMMIT was lost"
+            except psycopg.Error as exc:
+                if not (conn.broken or conn.closed):
+                    _rollback(conn)
+                    if isinstance(exc, _RETRYABLE) and attempt < 9:
+                        log.info("retrying a transaction after %s", type(exc).__name__)
+                        time.sleep(pause)
+                        pause *= 2
+                        continue
+                    if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
+                        raise StoreUnavailable(
+                            f"PostgreSQL at {_safe(self.conninfo)}: {_reason(exc)}"
+                        ) from exc
                     raise
-                log.info("retrying a transaction after %s", type(exc).__name__)
-                time.sleep(pause)
-                pause *= 2
-            except psycopg.OperationalError as exc:
-                # A connection that died while idle in the pool (a server restart):
-                # nothing was sent, so another connection may try. The pool drops it.
-                if not began and dead < 3:
+                if (phase == "begin" and dead < 3) or (read and attempt < 3):
+                    # Nothing was written: a pooled connection that died while idle (a
+                    # server restart), or a read. The pool drops the dead one.
                     dead += 1
                     log.info("a pooled connection was dead (%s); trying another", exc)
                     continue
-                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                raise StoreUnavailable(f"PostgreSQL at {_safe(self.conninfo)}: {reason}") from exc
-            except PoolTimeout as exc:
-                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                raise StoreUnavailable(f"PostgreSQL at {_safe(self.conninfo)}: {reason}") from exc
+                if phase != "commit":
+                    raise StoreUnavailable(
+                        f"PostgreSQL at {_safe(self.conninfo)}: {_reason(exc)} "
+                        "(the connection was lost before COMMIT: nothing was written)"
+                    ) from exc
+                lost = _reason(exc)
+            except BaseException:
+                _rollback(conn)
+                raise
+            finally:
+                backend = self._backends.get(conn)
+                self.pool.putconn(conn)
+            if lost is not None and not read:
+                raise self._lost(backend, lost)
+            self._emit(tx.notes)
+            return out
         raise AssertionError("unreachable")
 
+    def _getconn(self) -> psycopg.Connection[Any]:
+        try:
+            return self.pool.getconn(timeout=CONNECT_TIMEOUT)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"PostgreSQL at {_safe(self.conninfo)}: {_reason(exc)}") from exc
+
+    # -- commits whose answer was lost ---------------------------------------------
+
+    def _lost(self, backend: tuple[int, Any] | None, why: str) -> OutcomeUnknown:
+        """The error for a commit whose answer never came, once its outcome is settled
+        (or queued to be settled before the next transaction)."""
+        settled = backend is None or self._settle(backend, SETTLE_FOR)
+        if not settled:
+            assert backend is not None
+            with self._lock:
+                self._unsettled.append(backend)
+        log.warning("the answer to a COMMIT was lost (%s); %s", why,
+                    "settled" if settled else "to be settled")  # fmt: skip
+        return OutcomeUnknown(
+            f"PostgreSQL at {_safe(self.conninfo)}: {why} (the connection was lost while "
+            "committing: the write may or may not have happened)"
+        )
+
+    def _settle(self, backend: tuple[int, Any], patience: float) -> bool:
+        """Wait until the backend of a lost connection is gone, ending it if it is still
+        there: its transaction is then over, committed or rolled back. False if the
+        server could not be asked within `patience` seconds."""
+        pid, started = backend
+        deadline = time.monotonic() + patience
+        pause = 0.005
+        while True:
+            try:
+                with self.pool.connection(timeout=max(patience, 0.1)) as conn:
+                    row = conn.execute(
+                        self._qb["backend_settle"], {"pid": pid, "started": started}
+                    ).fetchone()
+                if row is None:
+                    return True
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.info("cannot settle a lost commit yet (%s)", _reason(exc))
+            if time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _settle_earlier(self) -> None:
+        """Before anything else runs: settle the commits lost earlier."""
+        with self._lock:
+            waiting = list(self._unsettled)
+        for backend in waiting:
+            if not self._settle(backend, CONNECT_TIMEOUT):
+                raise StoreUnavailable(
+                    f"PostgreSQL at {_safe(self.conninfo)}: an earlier commit's outcome "
+                    "is not known yet (the server cannot be reached)"
+                )
+            with self._lock, suppress(ValueError):
+                self._unsettled.remove(backend)
+
     # -- dialect parameters --------------------------------------------------------
-
-    def _now(self) -> None:
-        return None
-
-    def _p(self, **params: Any) -> Params:
-        params["channel"] = self.channel
-        return super()._p(**params)
 
     def _time_param(self, when: datetime | None) -> datetime | None:
         return when
@@ -192,8 +352,19 @@ class PostgresStore(Store):
             keys = json.dumps(sorted(seen))
             by_key = {r["key"]: r["id"] for r in tx.all("job_ids_by_key", {"keys": keys})}
         queues = json.dumps(sorted({r["queue"] for r in rows}))
-        tx.all("job_notify", {"channel": self.channel, "queues": queues})
+        tx.all("job_notify", {"queues": queues})
         return [next(keyless) if r["key"] is None else by_key[r["key"]] for r in rows]
+
+    def _bookkeep(
+        self,
+        tx: Tx,
+        op: Op,
+        asked: Sequence[LeaseKey],
+        kept: Sequence[Row],
+        outcome: Callable[[Row], str],
+        error: str | None,
+    ) -> dict[LeaseKey, str]:
+        return {}  # the statements write attempt records in CTEs, and return replays
 
     # -- schema --------------------------------------------------------------------
 
@@ -211,10 +382,67 @@ class PostgresStore(Store):
         tx.cur.execute(script.encode())  # no parameters: many statements in one go
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+class PostgresWaker:
+    """A LISTEN connection on a thread; a notification sets the worker's event."""
+
+    def __init__(self, store: PostgresStore, wake: threading.Event) -> None:
+        self.store = store
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="onceq-listen", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                with self.store.connect(autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.store.channel)))
+                    pause = 0.1
+                    self.wake.set()  # anything enqueued while we were not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self.wake.set()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 5.0)
+
+    def wait(self, event: threading.Event, timeout: float) -> None:
+        event.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _loaders(conn: psycopg.Connection[Any]) -> None:
     # json comes back as text: the layers above decode it (one bad row fails one job).
     conn.adapters.register_loader("json", TextLoader)
     conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """End whatever transaction is open on a connection going back to the pool."""
+    if conn.broken or conn.closed:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with suppress(psycopg.Error):
+            conn.execute(b"ROLLBACK")
+
+
+def _sever(conn: psycopg.Connection[Any]) -> None:
+    """Cut a connection as a network fault would (for the named fault points)."""
+    with suppress(OSError):
+        dup = socket.socket(fileno=os.dup(conn.fileno()))
+        dup.shutdown(socket.SHUT_RDWR)
+        dup.close()
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _safe(conninfo: str) -> str:

@@ -17,20 +17,26 @@ Limits, plainly:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
-from onceq.errors import ConfigError, StoreUnavailable
-from onceq.store.base import LeaseKey, Params, Row, Store, Tx
+from onceq import faults
+from onceq.errors import ConfigError, OutcomeUnknown, StoreUnavailable
+from onceq.store.base import Store
+from onceq.store.transitions import CLAIM, HEARTBEAT, UNREADABLE, Op
+from onceq.store.tx import LeaseKey, Note, Params, Row, Tx, note
 from onceq.store.urls import StoreURL
+from onceq.store.wakeup import PollingWaker, Waker
 
 T = TypeVar("T")
 log = logging.getLogger("onceq.store")
@@ -48,30 +54,43 @@ def _lenient(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+_savepoints = itertools.count()
+
+
 class _SqliteTx:
     """A transaction; `now` is read once the write lock is held, so a write that waited
     for the lock never records a time from before it waited (a lease born expired)."""
 
-    __slots__ = ("conn", "now", "q")
+    __slots__ = ("conn", "notes", "now", "q")
 
     def __init__(self, conn: sqlite3.Connection, q: dict[str, str], now: float) -> None:
         self.conn = conn
         self.q = q
         self.now = now
-
-    def _params(self, params: Params) -> Params:
-        return {**params, "now": self.now} if "now" in params else params
+        self.notes: list[Note] = []
 
     def all(self, name: str, params: Params) -> list[Row]:
-        rows = self.conn.execute(self.q[name], self._params(params)).fetchall()
+        rows = self.conn.execute(self.q[name], {**params, "now": self.now}).fetchall()
         return cast(list[Row], rows)
 
     def one(self, name: str, params: Params) -> Row | None:
-        row = self.conn.execute(self.q[name], self._params(params)).fetchone()
+        row = self.conn.execute(self.q[name], {**params, "now": self.now}).fetchone()
         return cast(Row | None, row)
 
     def run(self, name: str, params: Params) -> int:
-        return self.conn.execute(self.q[name], self._params(params)).rowcount
+        return self.conn.execute(self.q[name], {**params, "now": self.now}).rowcount
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        name = f"onceq_{next(_savepoints)}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        self.conn.execute(f"RELEASE {name}")
 
 
 class SqliteStore(Store):
@@ -137,20 +156,28 @@ class SqliteStore(Store):
 
     # -- transactions --------------------------------------------------------------
 
-    def _in_tx(self, fn: Callable[[Tx], T]) -> T:
+    def _in_tx(self, fn: Callable[[Tx], T], labels: tuple[str, ...] = ()) -> T:
         def attempt() -> T:
             with self._lock:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    out = fn(_SqliteTx(conn, self.q, self.clock()))
+                    tx = _SqliteTx(conn, self.q, self.clock())
+                    out = fn(tx)
+                    if faults.RULES and any(faults.hit(f"{x}.before_commit") for x in labels):
+                        raise StoreUnavailable(
+                            "injected fault: the connection was lost before COMMIT"
+                        )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
                 self.commits += 1
-                return out
+            self._emit(tx.notes)
+            if faults.RULES and any(faults.hit(f"{x}.committed") for x in labels):
+                raise OutcomeUnknown("injected fault: the answer to COMMIT was lost")
+            return out
 
         try:
             return self._retry_locked(attempt)
@@ -162,24 +189,26 @@ class SqliteStore(Store):
     def _fail_unreadable(self) -> bool:
         """Fail the pending jobs whose text is not UTF-8, which would otherwise stop every
         claim that picks them, forever; True if there were any."""
-        bad: list[tuple[int, str]] = []
 
-        def find_and_fail(tx: Tx) -> None:
+        def find_and_fail(tx: Tx) -> bool:
+            failed = []
             for row in tx.all("job_pending_text", {}):
                 for column in ("queue", "task", "args", "key", "step"):
                     try:
                         bytes(row[column] or b"").decode("utf-8")
                     except UnicodeDecodeError:
-                        bad.append((row["id"], column))
+                        error = f"PayloadError: the stored {column} is not valid UTF-8 text"
+                        failed += tx.all(
+                            "job_fail_unreadable", {"job_id": row["id"], "error": error}
+                        )
+                        tx.notes.append(
+                            note(logging.ERROR, "job.failed", job=row["id"], error=error)
+                        )
                         break
-            for job_id, column in bad:
-                error = f"PayloadError: the stored {column} is not valid UTF-8 text"
-                tx.run("job_fail_unreadable", {"job_id": job_id, "now": None, "error": error})
+            self._transition(tx, UNREADABLE, failed)  # its workflow run advances too
+            return bool(failed)
 
-        self._in_tx(find_and_fail)
-        for job_id, column in bad:
-            log.error("job %s failed: its stored %s is not valid UTF-8 text", job_id, column)
-        return bool(bad)
+        return self._in_tx(find_and_fail, ("unreadable",))
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
         # A deferred transaction: one consistent snapshot, and no wait for the writer
@@ -225,7 +254,7 @@ class SqliteStore(Store):
 
     def job_claimable(self, queues: Sequence[str] | None = None) -> bool:
         # A plain read (no BEGIN IMMEDIATE): readers never wait for the writer in WAL.
-        params = {"now": None, "queues": None if queues is None else self._queues_param(queues)}
+        params = {"queues": self._queues_param(queues)}
         return bool(self._read(lambda tx: tx.all("job_claimable", params)))
 
     def data_version(self) -> int:
@@ -234,10 +263,14 @@ class SqliteStore(Store):
             row = self._connection().execute("PRAGMA data_version").fetchone()
         return int(row["data_version"])
 
-    # -- dialect parameters --------------------------------------------------------
+    def waker(self, event: threading.Event) -> Waker:
+        # PRAGMA data_version only counts other connections' commits: add this store's.
+        return PollingWaker(lambda: (self.data_version(), self.commits))
 
-    def _now(self) -> float:
-        return self.clock()
+    def _transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError | StoreUnavailable)
+
+    # -- dialect parameters --------------------------------------------------------
 
     def _time_param(self, when: datetime | None) -> float | None:
         return None if when is None else when.timestamp()
@@ -255,30 +288,38 @@ class SqliteStore(Store):
 
     # -- attempt records -----------------------------------------------------------
 
-    def _after_claim(self, tx: Tx, rows: Sequence[Row]) -> None:
-        keys = [(r["id"], r["lease_token"]) for r in rows]
-        tx.run("attempt_insert_claimed", self._leases_param(keys))
-
     def _bookkeep(
         self,
         tx: Tx,
-        op: str,
-        leases: Sequence[LeaseKey],
+        op: Op,
+        asked: Sequence[LeaseKey],
         kept: Sequence[Row],
-        outcome: Callable[[Row], str | None],
+        outcome: Callable[[Row], str],
         error: str | None,
-    ) -> None:
+    ) -> dict[LeaseKey, str]:
+        if op is CLAIM:
+            keys = [(r["id"], r["token"]) for r in kept]
+            tx.run("attempt_insert_claimed", self._leases_param(keys))
+            return {}
+        if op is not HEARTBEAT:
+            by_outcome: dict[str, list[LeaseKey]] = {}
+            for r in kept:
+                by_outcome.setdefault(outcome(r), []).append((r["id"], r["token"]))
+            for name, keys in by_outcome.items():
+                tx.run("attempt_end", {"outcome": name, "error": error, **self._leases_param(keys)})
         held = {(r["id"], r["token"]) for r in kept}
-        by_outcome: dict[str, list[LeaseKey]] = {}
-        for r in kept:
-            name = outcome(r)
-            if name is not None:
-                by_outcome.setdefault(name, []).append((r["id"], r["token"]))
-        for name, keys in by_outcome.items():
-            tx.run("attempt_end", self._p(outcome=name, error=error, **self._leases_param(keys)))
-        stale = [k for k in leases if k not in held]
+        missing = [k for k in asked if k not in held]
+        if not missing:
+            return {}
+        replayed: dict[LeaseKey, str] = {}
+        if op.replays:
+            for r in tx.all("attempt_outcomes", self._leases_param(missing)):
+                if r["outcome"] in op.replays:
+                    replayed[(r["job_id"], r["token"])] = r["outcome"]
+        stale = [k for k in missing if k not in replayed]
         if stale:
-            tx.run("attempt_reject", {"op": op, **self._leases_param(stale)})
+            tx.run("attempt_reject", {"op": op.name, **self._leases_param(stale)})
+        return replayed
 
     # -- schema --------------------------------------------------------------------
 

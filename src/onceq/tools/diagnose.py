@@ -111,7 +111,7 @@ class Diagnosis:
     def fan_in(self, runs: int, workers: int) -> Report:
         """with_items fan-ins whose last items finish at the same moment (a barrier):
         each run's join must execute exactly once."""
-        from onceq.workflow import Workflow
+        from onceq.workflow import Workflow, start_run
 
         report = Report(f"fan-in x{runs} (5 items, concurrency 3)", runs * 6, workers)
         folder = self._folder / "barriers"
@@ -124,8 +124,9 @@ class Diagnosis:
 
         def start() -> None:
             data = {"items": list(range(5)), "folder": str(folder), "groups": [3, 2]}
+            definition = flow.definition.compile(probe.app)
             for _ in range(runs):
-                self.store.run_start(flow.definition.compile(probe.app), data)
+                start_run(self.store, definition, data)
 
         return self._run(report, workers, 4, start)
 

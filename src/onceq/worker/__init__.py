@@ -1,5 +1,5 @@
 """Workers: claim jobs for free slots, run them, keep their leases, record outcomes."""
 
-from onceq.worker.loop import Worker
+from onceq.worker.dispatcher import Worker
 
 __all__ = ["Worker"]

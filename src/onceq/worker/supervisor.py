@@ -9,6 +9,10 @@ expire (the attempt counts, so a job that kills its worker cannot loop forever).
 SIGTERM/SIGINT: the children drain (stop claiming, release unstarted jobs, finish
 running ones within the grace period) and the supervisor exits 0. A second signal
 kills them at once; their jobs are rescued the same way and it exits 1.
+
+`run_once(now)` is one turn of its loop (tests call it directly); `run()` the ticker.
+A dead worker whose jobs cannot be rescued yet (the database is away) waits for a
+later turn without holding up the others.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from onceq import logs
 from onceq.errors import SchemaError
-from onceq.store import open_store
+from onceq.store import Store, open_store
 
 log = logging.getLogger("onceq.supervisor")
 QUICK_DEATH = 2.0  # a child that dies sooner than this after starting is restarted slowly
@@ -73,10 +77,11 @@ class Supervisor:
         self._signal = ""
         self._unrescued: list[tuple[str, str]] = []
         self.rescued = 0
+        self.store: Store | None = None
 
     def run(self) -> int:
         """Supervise until the children are done (burst) or stopped; the exit code."""
-        store = open_store(self.url)
+        self.store = open_store(self.url)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for slot in self.slots:
@@ -86,23 +91,26 @@ class Supervisor:
                 live = [s.process.sentinel for s in self.slots if s.process and not s.done]
                 if live:
                     multiprocessing.connection.wait(live, timeout=0.2)
-                self._pass_signals()
-                for slot in self.slots:
-                    if slot.process is not None and not slot.done and not slot.process.is_alive():
-                        self._reap(slot, store)
-                    elif (
-                        slot.process is None and not slot.done and time.monotonic() >= slot.started
-                    ):
-                        self._spawn(slot)  # a restart whose backoff has passed
-                if not live:
+                else:
                     time.sleep(0.05)
-                self._rescue_dead(store)
-            self._rescue_dead(store)
+                self.run_once(time.monotonic())
+            self._rescue_dead()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            store.close()
+            self.store.close()
         return 1 if self._forced else 0
+
+    def run_once(self, now: float) -> None:
+        """One turn: pass signals on, reap children that exited (and put their jobs
+        back), restart those whose backoff has passed."""
+        self._pass_signals()
+        for slot in self.slots:
+            if slot.process is not None and not slot.done and not slot.process.is_alive():
+                self._reap(slot)
+            elif slot.process is None and not slot.done and now >= slot.started:
+                self._spawn(slot)  # a restart whose backoff has passed
+        self._rescue_dead()
 
     def _spawn(self, slot: _Slot) -> None:
         if self._stopping:
@@ -121,7 +129,7 @@ class Supervisor:
         slot.process, slot.started = process, time.monotonic()
         logs.event(log, logging.INFO, "worker.spawned", worker=slot.name, pid=process.pid)
 
-    def _reap(self, slot: _Slot, store: Any) -> None:
+    def _reap(self, slot: _Slot) -> None:
         process = slot.process
         assert process is not None and process.pid is not None
         process.join()
@@ -133,7 +141,7 @@ class Supervisor:
         level = logging.INFO if code == 0 else logging.WARNING
         logs.event(log, level, "worker.exited", worker=slot.name, reason=reason)
         self._unrescued.append((slot.name, reason))
-        self._rescue_dead(store)
+        self._rescue_dead()
         slot.process = None
         if self._stopping or (self.burst and code == 0):
             slot.done = True
@@ -142,17 +150,18 @@ class Supervisor:
         slot.backoff = min(max(slot.backoff * 2, 0.5), 10.0) if lived < QUICK_DEATH else 0.0
         slot.started = time.monotonic() + slot.backoff  # when to restart it
 
-    def _rescue_dead(self, store: Any) -> None:
-        """Put back the jobs of dead workers. The database may be away: then try again at
-        the next turn of the loop (the leases would expire anyway, only later)."""
-        while self._unrescued:
-            name, reason = self._unrescued[0]
+    def _rescue_dead(self) -> None:
+        """Put back the jobs of dead workers. The database may be away: then those wait
+        for a later turn (the leases would expire anyway, only later), each on its own."""
+        assert self.store is not None
+        waiting, self._unrescued = self._unrescued, []
+        for name, reason in waiting:
             try:
-                rescued = store.job_rescue_worker(name, reason)
+                rescued = self.store.job_rescue_worker(name, reason)
             except Exception as exc:
                 log.warning("could not rescue the jobs of %s yet (%s)", name, exc)
-                return
-            self._unrescued.pop(0)
+                self._unrescued.append((name, reason))
+                continue
             self.rescued += len(rescued)
             if rescued:
                 logs.event(log, logging.WARNING, "worker.jobs_rescued", worker=name,

@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from onceq.errors import WorkflowError
+from onceq.store import Store
 from onceq.task import Task
+from onceq.workflow import engine as _engine  # noqa: F401 - registers the run engine
 from onceq.workflow.model import Definition, Step, load_yaml, parse_definition
 
-__all__ = ["Definition", "Step", "Workflow"]
+__all__ = ["Definition", "Step", "Workflow", "start_run"]
+
+
+def start_run(store: Store, definition: Definition, data: dict[str, Any]) -> int:
+    """Start a run of a compiled definition with checked input; its id (committed)."""
+    return store.run_start(definition.name, definition.model_dump_json(), data,
+                           list(definition.steps))  # fmt: skip
 
 
 class Workflow:

@@ -1,14 +1,19 @@
 """Advancing workflow runs, inside the transaction that records a job's outcome.
 
+The store calls this engine (it registers itself: the store does not import it) from
+its one transition path, with the run's row locked, for every workflow job that reached
+a final status, and once when a run starts.
+
 Bug 2 of SPEC.md was a fan-in that read "how many siblings remain" outside the
 transaction recording a completion: items finishing together each saw themselves as
 the last one and each dispatched the successor. Here, for every job that reaches a
 final status:
 
 1. the job's new status is written (by the store, in this transaction);
-2. the run's row is locked (PostgreSQL: FOR UPDATE; SQLite: the transaction already
-   holds the only write lock), so completions of one run advance it one at a time,
-   each seeing what the ones before it committed;
+2. the store locks the run's row (PostgreSQL: FOR UPDATE, under READ COMMITTED, so the
+   next statement sees everything committed before the lock was granted; SQLite: the
+   transaction already holds the only write lock), so completions of one run advance it
+   one at a time, each seeing what the ones before it committed;
 3. what remains of the step is counted from the job rows, the next items start up to
    the step's concurrency, and a step that is done starts every successor whose
    predecessors have all succeeded;
@@ -25,87 +30,56 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from onceq.errors import WorkflowError
 from onceq.store import jsoncodec
+from onceq.store.transitions import Change, set_run_engine
+from onceq.store.tx import Row, Tx
 from onceq.workflow import refs
 from onceq.workflow.model import Definition
-
-if TYPE_CHECKING:
-    from onceq.store.base import Row, Store, Tx
 
 log = logging.getLogger("onceq.workflow")
 
 
-def start_run(store: Store, tx: Tx, definition: Definition, data: dict[str, Any]) -> int:
-    """Create a run (one row per step) and start its root steps; returns its id."""
-    row = tx.one("run_insert", store._p(
-        name=definition.name,
-        definition=definition.model_dump_json(),
-        input=jsoncodec.dumps(data, f"input of workflow {definition.name}"),
-    ))  # fmt: skip
-    assert row is not None
-    run_id: int = row["id"]
-    for name in definition.steps:
-        tx.run("step_insert", {"run_id": run_id, "step": name})
-    run = _Run(store, tx, run_id, definition, data)
-    for name in definition.roots():
-        run.start_step(name)
-    run.settle()
-    return run_id
+class Engine:
+    """The store's RunEngine: starts runs and advances them as their jobs finish."""
+
+    def run_started(self, tx: Tx, run: Row) -> None:
+        """Start the root steps of a run whose rows were just inserted."""
+        state = _Run(tx, run)
+        for name in state.definition.roots():
+            state.start_step(name)
+        state.settle()
+
+    def jobs_finished(self, tx: Tx, run: Row, changes: Sequence[Change]) -> None:
+        """Jobs of `run` (locked, running) reached a final status: record what failed,
+        start more items or the steps that follow, end the run once nothing runs."""
+        state = _Run(tx, run)
+        for c in changes:
+            assert c.step is not None and c.item is not None
+            state.job_finished(c.step, c.item, c.job_id, c.status)
+        for step in dict.fromkeys(c.step for c in changes if c.step is not None):
+            state.advance(step)  # once per step, however many of its jobs just finished
+        state.settle()
 
 
-def on_jobs_finished(store: Store, tx: Tx, rows: Sequence[Row], status: str) -> None:
-    """Advance the runs of workflow jobs that just reached `status` (a final one)."""
-    by_run: dict[int, list[Row]] = {}
-    for r in rows:
-        by_run.setdefault(r["run_id"], []).append(r)
-    for run_id in sorted(by_run):  # one lock order for every transaction
-        locked = tx.one("run_lock", {"run_id": run_id})
-        if locked is None or locked["status"] != "running":
-            continue  # a cancelled run: its running jobs finish, and nothing follows
-        run = _Run(store, tx, run_id, _definition(locked["definition"]),
-                   json.loads(locked["input"]))  # fmt: skip
-        for r in by_run[run_id]:
-            run.job_finished(r["step"], r["item"], r["id"], status)
-        for step in dict.fromkeys(r["step"] for r in by_run[run_id]):
-            run.advance(step)  # once per step, however many of its jobs just finished
-        run.settle()
-
-
-def cancel_run(store: Store, tx: Tx, run_id: int) -> str | None:
-    """Cancel a run: pending jobs are cancelled, running ones finish without advancing it
-    (and are not retried). Returns the status it had, or None when there is no such run.
-
-    Lock order as everywhere else, job rows before the run's row: the pending jobs are
-    cancelled first, then the run is locked, then any job that became pending meanwhile
-    (a retry, or a dispatch that committed first) is cancelled too.
-    """
-    tx.all("run_cancel_jobs", store._p(run_id=run_id))
-    locked = tx.one("run_lock", {"run_id": run_id})
-    if locked is None:
-        return None
-    before: str = locked["status"]
-    if before != "running":
-        return before
-    tx.all("run_cancel_jobs", store._p(run_id=run_id))
-    tx.run("step_cancel_open", store._p(run_id=run_id))
-    tx.run("run_finish", store._p(run_id=run_id, status="cancelled", error="cancelled"))
-    return before
+set_run_engine(Engine())
 
 
 class _Run:
-    """One run's state within one transaction (the run's row is locked)."""
+    """One run's state within one transaction (the run's row is locked).
 
-    def __init__(
-        self, store: Store, tx: Tx, run_id: int, definition: Definition, data: dict[str, Any]
-    ) -> None:
-        self.store, self.tx, self.id = store, tx, run_id
-        self.definition = definition
-        self.input = data
-        self.steps = {r["step"]: dict(r) for r in tx.all("step_list", {"run_id": run_id})}
-        self._items: dict[str, list[Any]] = {}  # each step's fan-out list, parsed once
+    What a completion reads does not grow with the size of a fan-out: the step rows, a
+    count of the step's active jobs, and the row of each item it dispatches — whose job
+    arguments were resolved when the step started (every reference but `$item` points
+    at data that is final by then: the input, and steps that have succeeded)."""
+
+    def __init__(self, tx: Tx, run: Row) -> None:
+        self.tx, self.id = tx, run["id"]
+        self.definition = _definition(run["definition"])
+        self.steps = {r["step"]: dict(r) for r in tx.all("step_list", {"run_id": self.id})}
+        self._input: Any = None  # read on first use: it may hold a whole fan-out list
         self._results: dict[str, list[Any]] = {}  # finished steps' results, read once
 
     # -- events --------------------------------------------------------------------
@@ -116,7 +90,7 @@ class _Run:
         if state["status"] != "running":
             return
         if status != "succeeded" and state["error"] is None:
-            job = self.tx.one("job_get", {"job_id": job_id})
+            job = self.tx.one("job_error", {"job_id": job_id})
             detail = (job["last_error"] if job else None) or status
             label = f"item {item}" if self.definition.steps[step].with_items else "job"
             self._set_error(step, f"{label} (job {job_id}) {status}: {detail}")
@@ -165,10 +139,10 @@ class _Run:
                                          f"is not a list (got {_kind(found)})")  # fmt: skip
                 return
             items, total = found, len(found)
-        items_json = None if items is None else jsoncodec.dumps(items, f"items of step {name}")
-        self.tx.run("step_start", self.store._p(
-            run_id=self.id, step=name, items=items_json, total=total))  # fmt: skip
-        state.update(status="running", items=items_json, total=total)
+        if items:
+            self._store_items(name, items)
+        self.tx.run("step_start", {"run_id": self.id, "step": name, "total": total})
+        state.update(status="running", total=total)
         if total == 0:
             self._finish(name, "succeeded")  # an empty fan-out succeeds at once, with []
             return
@@ -183,36 +157,61 @@ class _Run:
         failed = [n for n in order if self.steps[n]["status"] == "failed"]
         status = "failed" if failed else "succeeded"
         error = f"step {failed[0]!r} failed: {self.steps[failed[0]]['error']}" if failed else None
-        self.tx.run("run_finish", self.store._p(run_id=self.id, status=status, error=error))
+        self.tx.run("run_finish", {"run_id": self.id, "status": status, "error": error})
 
     # -- steps ---------------------------------------------------------------------
 
+    def _store_items(self, step: str, items: list[Any]) -> None:
+        """Resolve the job arguments of every item of a fan-out and store them, one row
+        each, up to the first item whose arguments cannot be resolved (its row holds
+        why: the step fails when its turn comes, after the items before it ran)."""
+        payloads: list[str] = []
+        error = None
+        for value in items:
+            try:
+                payloads.append(self._payload(step, value))
+            except Exception as exc:  # a reference into data that is not there
+                error = f"item {len(payloads)}: {exc}"
+                break
+        params = {"run_id": self.id, "step": step}
+        self.tx.run("step_items_insert", {**params, "items": json.dumps(payloads)})
+        if error is not None:
+            self.tx.run("step_item_error_insert", {**params, "item": len(payloads), "error": error})
+
+    def _payload(self, step: str, value: Any) -> str:
+        args = self._resolve(self.definition.steps[step].args, value)
+        return jsoncodec.dumps(args, f"arguments of step {step}")
+
     def _dispatch(self, step: str, item: int) -> bool:
         """Insert the job of one item; False (and the step fails) if its arguments
-        cannot be resolved."""
+        could not be resolved."""
         spec = self.definition.steps[step]
-        state = self.steps[step]
-        value = None
         if spec.with_items is not None:
-            if step not in self._items:
-                self._items[step] = json.loads(state["items"])
-            value = self._items[step][item]
-        try:
-            args = self._resolve(spec.args, value)
-            payload = jsoncodec.dumps(args, f"arguments of step {step}")
-        except Exception as exc:  # a reference into data that is not there
-            self._set_error(step, f"item {item}: {exc}")
+            params = {"run_id": self.id, "step": step, "item": item}
+            row = self.tx.one("step_item_get", params)
+            if row is None:  # a step that was running when the schema moved to v2
+                self._store_legacy_items(step)
+                row = self.tx.one("step_item_get", params)
+            assert row is not None, f"run {self.id} step {step}: no item {item}"
+            payload, error = row["args"], row["error"]
+        else:
+            try:
+                payload, error = self._payload(step, None), None
+            except Exception as exc:
+                payload, error = None, f"item {item}: {exc}"
+        if error is not None:
+            self._set_error(step, error)
             return False
-        inserted = self.tx.one("job_dispatch", self.store._p(
-            queue=spec.queue, task=spec.task, args=payload, priority=spec.priority,
-            max_attempts=spec.max_attempts, run_id=self.id, step=step, item=item,
-        ))  # fmt: skip
+        inserted = self.tx.one("job_dispatch", {
+            "queue": spec.queue, "task": spec.task, "args": payload, "priority": spec.priority,
+            "max_attempts": spec.max_attempts, "run_id": self.id, "step": step, "item": item,
+        })  # fmt: skip
         if inserted is None:  # the unique index held: this item was dispatched already
             log.error("run %s step %s item %s: second dispatch refused", self.id, step, item)
         return True
 
     def _finish(self, name: str, status: str) -> None:
-        self.tx.run("step_finish", self.store._p(run_id=self.id, step=name, status=status))
+        self.tx.run("step_finish", {"run_id": self.id, "step": name, "status": status})
         self.steps[name]["status"] = status
         step = self.definition.steps[name]
         if status == "succeeded":
@@ -225,9 +224,13 @@ class _Run:
             for target in step.on_failure:
                 self.start_step(target)
 
+    def _store_legacy_items(self, step: str) -> None:
+        row = self.tx.one("step_items_legacy", {"run_id": self.id, "step": step})
+        assert row is not None and row["items"] is not None, f"step {step} has no items"
+        self._store_items(step, json.loads(row["items"]))
+
     def _start_failed(self, name: str, error: str) -> None:
-        self.tx.run("step_start", self.store._p(
-            run_id=self.id, step=name, items=None, total=0))  # fmt: skip
+        self.tx.run("step_start", {"run_id": self.id, "step": name, "total": 0})
         self.steps[name].update(status="running", total=0)
         self._set_error(name, error)
         self._finish(name, "failed")
@@ -242,7 +245,11 @@ class _Run:
     def _resolve(self, value: Any, item: Any) -> Any:
         def lookup(ref: refs.Ref) -> Any:
             if ref.root == "input":
-                return self.input
+                if self._input is None:
+                    row = self.tx.one("run_input", {"run_id": self.id})
+                    assert row is not None
+                    self._input = jsoncodec.loads(row["input"])
+                return self._input
             if ref.root == "item":
                 return item
             assert ref.step is not None

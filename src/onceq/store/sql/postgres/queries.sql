@@ -6,7 +6,10 @@
 -- would spend more time building the equivalent arrays than the server spends on them.
 -- Where SQLite needs a second statement for the attempt records, these statements
 -- write them in a data-modifying CTE: one round trip per worker write.
--- Lock order, to rule out deadlocks: job rows first, then a workflow run's row.
+-- Lock order, to rule out deadlocks: job rows first, in id order (every statement that
+-- writes a batch of given jobs locks them in a `locked` CTE sorted by id: a heartbeat
+-- and a completion over the same jobs would otherwise lock them in different orders),
+-- then a workflow run's row.
 
 -- name: schema_version
 SELECT max(version) AS version FROM onceq_migrations;
@@ -104,7 +107,8 @@ WITH picked AS (
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
+              j.lease_token AS token, j.status
 ), attempt AS (
     INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
     SELECT id, lease_token, attempts, worker, started_at FROM claimed
@@ -127,7 +131,8 @@ WITH picked AS (
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
+              j.lease_token AS token, j.status
 ), attempt AS (
     INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
     SELECT id, lease_token, attempts, worker, started_at FROM claimed
@@ -151,7 +156,8 @@ WITH picked AS (
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at
+              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
+              j.lease_token AS token, j.status
 ), attempt AS (
     INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
     SELECT id, lease_token, attempts, worker, started_at FROM claimed
@@ -164,9 +170,13 @@ SELECT * FROM claimed;
 WITH v AS (
     SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
     FROM json_array_elements(%(leases)s::json) AS e
+), locked AS MATERIALIZED (
+    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
+    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), kept AS (
     UPDATE onceq_jobs AS j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    FROM v, locked
+    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
     RETURNING j.id, j.lease_token AS token
 ), rejected AS (
     -- (not for an attempt its own holder already ended: that heartbeat merely crossed
@@ -179,27 +189,42 @@ WITH v AS (
 SELECT id, token FROM kept;
 
 -- name: job_complete
--- Records results for the leases still held, closes their attempts, notes stale ones.
+-- Records results for the leases still held and closes their attempts. A lease whose
+-- attempt had already succeeded is this completion sent again (its first answer was
+-- lost): it comes back as `replayed`. Any other is stale, and noted as rejected. (All
+-- CTEs read one snapshot: `earlier` cannot see what `ended` writes.)
 WITH v AS (
     -- results in an array of their own, matched by position: see the note on
     -- Store._results_param
     SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
     FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
     JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
+), locked AS MATERIALIZED (
+    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
+    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), done AS (
     UPDATE onceq_jobs AS j
     SET status = 'succeeded', result = v.result, finished_at = now(),
         lease_expires_at = NULL
-    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token, j.run_id, j.step, j.item
+    FROM v, locked
+    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
 ), ended AS (
     UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'succeeded'
     FROM done WHERE a.job_id = done.id AND a.token = done.token
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
 ), rejected AS (
     UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'complete')
-    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM done)
+    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
+      AND earlier.outcome IS DISTINCT FROM 'succeeded'
 )
-SELECT * FROM done;
+SELECT id, token, status, run_id, step, item, false AS replayed FROM done
+UNION ALL
+SELECT id, token, 'succeeded', NULL, NULL, NULL, true FROM earlier
+WHERE outcome = 'succeeded';
 
 -- name: job_fail
 -- A failure under a held lease: back to pending after %(retry_in)s seconds while
@@ -223,31 +248,66 @@ WITH done AS (
     SET ended_at = now(), error = %(error)s,
         outcome = CASE WHEN done.status = 'pending' THEN 'retried' ELSE 'failed' END
     FROM done WHERE a.job_id = done.id AND a.token = done.token
+), earlier AS (
+    -- as in job_complete: the same failure sent again finds its attempt ended by it
+    SELECT a.job_id AS id, a.token, a.outcome FROM onceq_attempts AS a
+    WHERE a.job_id = %(job_id)s AND a.token = %(token)s AND NOT EXISTS (SELECT 1 FROM done)
 ), rejected AS (
     UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'fail')
-    WHERE a.job_id = %(job_id)s AND a.token = %(token)s AND NOT EXISTS (SELECT 1 FROM done)
+    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
+      AND earlier.outcome IS DISTINCT FROM 'retried' AND earlier.outcome IS DISTINCT FROM 'failed'
 )
-SELECT * FROM done;
+SELECT id, token, status, run_id, step, item, false AS replayed FROM done
+UNION ALL
+SELECT id, token, CASE WHEN outcome = 'retried' THEN 'pending' ELSE 'failed' END,
+       NULL, NULL, NULL, true
+FROM earlier WHERE outcome IN ('retried', 'failed');
 
 -- name: job_release
 -- Hands back leases whose handler never started (graceful shutdown): pending again, and
 -- the attempt is given back. The token stays bumped, so the old lease stays dead.
+-- A lease whose attempt was already released is this release sent again: `replayed`.
 WITH v AS (
     SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
     FROM json_array_elements(%(leases)s::json) AS e
+), locked AS MATERIALIZED (
+    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
+    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), done AS (
     UPDATE onceq_jobs AS j
     SET status = 'pending', attempts = j.attempts - 1, lease_expires_at = NULL, worker = NULL
-    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token
+    FROM v, locked
+    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
 ), ended AS (
     UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'released'
     FROM done WHERE a.job_id = done.id AND a.token = done.token
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
 ), rejected AS (
     UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'release')
-    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM done)
+    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
+      AND earlier.outcome IS DISTINCT FROM 'released'
 )
-SELECT * FROM done;
+SELECT id, token, status, run_id, step, item, false AS replayed FROM done
+UNION ALL
+SELECT id, token, 'pending', NULL, NULL, NULL, true FROM earlier WHERE outcome = 'released';
+
+-- name: job_adopt
+-- Every job running under %(worker)s that is not among the leases it knows it holds
+-- (%(known)s, [[id, token], ...]): what a claim whose answer was lost took for it. Its
+-- lease is extended, and it comes back to be run. (Through the index of running jobs.)
+WITH known AS (
+    SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
+    FROM json_array_elements(%(known)s::json) AS e
+)
+UPDATE onceq_jobs AS j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+WHERE j.status = 'running' AND j.worker = %(worker)s
+  AND (j.id, j.lease_token) NOT IN (SELECT id, token FROM known)
+RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
+          j.run_id, j.step, j.item, j.priority, j.run_at;
 
 -- name: job_rescue
 -- Jobs whose lease expired on the database clock (%(worker)s NULL), or every job
@@ -301,7 +361,7 @@ UPDATE onceq_jobs
 SET status = 'pending', run_at = now(), finished_at = NULL, worker = NULL,
     max_attempts = greatest(max_attempts, attempts + %(extra)s)
 WHERE id = %(job_id)s AND status IN ('failed', 'cancelled')
-RETURNING *;
+RETURNING *, lease_token AS token;
 
 -- name: job_list
 SELECT * FROM onceq_jobs
@@ -330,14 +390,18 @@ LIMIT 1;
 -- name: run_insert
 INSERT INTO onceq_runs (name, definition, input)
 VALUES (%(name)s, %(definition)s::json, %(input)s::json)
-RETURNING id;
+RETURNING id, name, status, definition;
 
 -- name: step_insert
 INSERT INTO onceq_steps (run_id, step) VALUES (%(run_id)s, %(step)s);
 
 -- name: run_lock
 -- Completions of one run advance it one at a time, each seeing the ones before it.
-SELECT * FROM onceq_runs WHERE id = %(run_id)s FOR UPDATE;
+-- (Not the input, which may hold a whole fan-out list: run_input reads it when needed.)
+SELECT id, name, status, definition FROM onceq_runs WHERE id = %(run_id)s FOR UPDATE;
+
+-- name: run_input
+SELECT input FROM onceq_runs WHERE id = %(run_id)s;
 
 -- name: run_get
 SELECT * FROM onceq_runs WHERE id = %(run_id)s;
@@ -350,18 +414,46 @@ UPDATE onceq_runs SET status = %(status)s, error = %(error)s, finished_at = now(
 WHERE id = %(run_id)s AND status = 'running';
 
 -- name: run_cancel_jobs
--- A cancelled run's pending jobs; its running ones finish and advance nothing.
-UPDATE onceq_jobs SET status = 'cancelled', finished_at = now()
-WHERE run_id = %(run_id)s AND status = 'pending'
-RETURNING id;
+-- The pending jobs of a run that is ending (cancelled, or failed because it cannot be
+-- advanced); its running ones finish and advance nothing.
+WITH locked AS MATERIALIZED (
+    SELECT id FROM onceq_jobs WHERE run_id = %(run_id)s AND status = 'pending'
+    ORDER BY id FOR UPDATE
+)
+UPDATE onceq_jobs AS j SET status = 'cancelled', finished_at = now()
+FROM locked WHERE j.id = locked.id AND j.status = 'pending'
+RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item;
 
 -- name: step_list
-SELECT * FROM onceq_steps WHERE run_id = %(run_id)s;
+-- (Not the fan-out lists: those are in onceq_step_items, read one item at a time.)
+SELECT run_id, step, status, total, error, started_at, finished_at
+FROM onceq_steps WHERE run_id = %(run_id)s;
 
 -- name: step_start
-UPDATE onceq_steps
-SET status = 'running', items = %(items)s::json, total = %(total)s, started_at = now()
+UPDATE onceq_steps SET status = 'running', total = %(total)s, started_at = now()
 WHERE run_id = %(run_id)s AND step = %(step)s AND status = 'waiting';
+
+-- name: step_items_insert
+-- A fan-out's items, one row each with its job arguments, when its step starts: a
+-- dispatch then reads its own item alone, whatever the length of the list. %(items)s
+-- is a JSON array of each item's arguments as JSON text, stored exactly as encoded.
+INSERT INTO onceq_step_items (run_id, step, item, args)
+SELECT %(run_id)s, %(step)s, n - 1, v::json
+FROM json_array_elements_text(%(items)s::json) WITH ORDINALITY AS t(v, n);
+
+-- name: step_item_error_insert
+-- The first item whose arguments could not be resolved: the step fails when its turn
+-- comes (the items before it run).
+INSERT INTO onceq_step_items (run_id, step, item, error)
+VALUES (%(run_id)s, %(step)s, %(item)s, %(error)s);
+
+-- name: step_item_get
+SELECT args, error FROM onceq_step_items
+WHERE run_id = %(run_id)s AND step = %(step)s AND item = %(item)s;
+
+-- name: step_items_legacy
+-- The list of a step that was running when the schema moved to v2 (kept in the step row).
+SELECT items FROM onceq_steps WHERE run_id = %(run_id)s AND step = %(step)s;
 
 -- name: step_set_error
 -- The first error of a step is the one kept.
@@ -405,13 +497,35 @@ LIMIT 1;
 -- rows, then the run's row); FOR SHARE makes a concurrent run cancel wait, or wait for it.
 SELECT status FROM onceq_runs WHERE id = %(run_id)s FOR SHARE;
 
--- name: job_cancel_retry
--- A retry of a job whose run has ended (cancelled, or failed elsewhere) is not run: the
--- job is cancelled instead.
+-- name: job_cancel_orphan
+-- A job sent back to pending (a retry, a rescue, a release) whose run has ended
+-- (cancelled, or failed elsewhere) is not run again: it is cancelled instead.
 UPDATE onceq_jobs SET status = 'cancelled', finished_at = now(), worker = NULL
-WHERE id = %(job_id)s AND status = 'pending';
+WHERE id = %(job_id)s AND status = 'pending'
+RETURNING id;
 
--- name: step_cancel_open
--- A cancelled run's steps that had not finished.
-UPDATE onceq_steps SET status = 'cancelled', finished_at = now()
+-- name: step_close_open
+-- The steps of an ending run that had not finished: running ones become %(running)s,
+-- waiting ones %(waiting)s.
+UPDATE onceq_steps
+SET status = CASE status WHEN 'running' THEN %(running)s ELSE %(waiting)s END,
+    finished_at = now()
 WHERE run_id = %(run_id)s AND status IN ('waiting', 'running');
+
+-- name: job_error
+-- The error a workflow job ended with.
+SELECT last_error FROM onceq_jobs WHERE id = %(job_id)s;
+
+-- name: backend_identity
+-- Who this connection is on the server: enough to find its backend again (pids are
+-- reused; a backend's start time with its pid is not).
+SELECT pg_backend_pid() AS pid, backend_start FROM pg_stat_activity
+WHERE pid = pg_backend_pid();
+
+-- name: backend_settle
+-- The backend of a connection lost while it committed: ended if it is still there (an
+-- idle one has nothing left to do; one still in its transaction rolls back), so that
+-- once no row comes back, its transaction is over one way or the other and what
+-- committed can be read.
+SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+WHERE pid = %(pid)s AND backend_start = %(started)s;

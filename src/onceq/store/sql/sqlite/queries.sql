@@ -64,7 +64,7 @@ WHERE id IN (SELECT id FROM onceq_jobs
              LIMIT :limit)
   AND +status = 'pending'
 RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
-          priority, run_at;
+          priority, run_at, lease_token AS token, status;
 
 -- name: job_claim_queue
 -- As job_claim, for one queue: an ordered walk of the (queue, priority, run_at, id) index.
@@ -78,7 +78,7 @@ WHERE id IN (SELECT id FROM onceq_jobs
              LIMIT :limit)
   AND +status = 'pending'
 RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
-          priority, run_at;
+          priority, run_at, lease_token AS token, status;
 
 -- name: job_claim_queues
 -- As job_claim, restricted to the queues in :queues (a JSON array of names).
@@ -93,7 +93,7 @@ WHERE id IN (SELECT id FROM onceq_jobs
              LIMIT :limit)
   AND +status = 'pending'
 RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
-          priority, run_at;
+          priority, run_at, lease_token AS token, status;
 
 -- name: job_claimable
 -- A read-only check before taking the write lock, so idle workers polling the file do not
@@ -134,8 +134,9 @@ SET status = 'succeeded', result = v.result, finished_at = :now, lease_expires_a
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value -> 2 AS result
       FROM json_each(:batch)) AS v
 WHERE j.id = v.id AND j.lease_token = v.token AND +j.status = 'running'
--- (RETURNING sees only the updated table, and not by its alias.)
-RETURNING id, lease_token AS token, run_id, step, item;
+-- (RETURNING sees only the updated table, and not by its alias. Completions sent again
+-- after a lost answer are found in the attempt records: see attempt_outcomes.)
+RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
 
 -- name: job_fail
 -- A failure under a held lease: back to pending after :retry_in seconds while attempts
@@ -151,7 +152,7 @@ SET status = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
                   THEN NULL ELSE worker END,
     lease_expires_at = NULL, last_error = :error, last_traceback = :traceback
 WHERE id = :job_id AND lease_token = :token AND +status = 'running'
-RETURNING id, lease_token AS token, status, run_id, step, item;
+RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
 
 -- name: job_pending_text
 -- The text of every pending job as bytes: read only when a claim met text that is not
@@ -164,7 +165,8 @@ FROM onceq_jobs WHERE status = 'pending';
 -- Fails a pending job that no worker could read (no attempt: it never started).
 UPDATE onceq_jobs
 SET status = 'failed', finished_at = :now, last_error = :error, last_traceback = NULL
-WHERE id = :job_id AND status = 'pending';
+WHERE id = :job_id AND status = 'pending'
+RETURNING id, lease_token AS token, status, run_id, step, item;
 
 -- name: job_release
 -- Hands back leases whose handler never started (graceful shutdown): pending again, and
@@ -173,7 +175,17 @@ UPDATE onceq_jobs
 SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL, worker = NULL
 WHERE +status = 'running'
   AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
-RETURNING id, lease_token AS token;
+RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
+
+-- name: job_adopt
+-- Every job running under :worker that is not among the leases it knows it holds
+-- (:known, [[id, token], ...]): what a claim whose answer was lost took for it. Its lease
+-- is extended, and it comes back to be run. (Through the index of running jobs.)
+UPDATE onceq_jobs SET lease_expires_at = :now + :lease
+WHERE status = 'running' AND lease_expires_at IS NOT NULL AND worker = :worker
+  AND (id, lease_token) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(:known))
+RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
+          priority, run_at;
 
 -- name: job_rescue
 -- Jobs whose lease expired (:worker NULL), or every job :worker held once its process is
@@ -195,6 +207,12 @@ RETURNING id, lease_token AS token, status, run_id, step, item;
 -- name: attempt_end
 -- Closes the attempt records of the leases in :leases with one outcome.
 UPDATE onceq_attempts SET ended_at = :now, outcome = :outcome, error = :error
+WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
+
+-- name: attempt_outcomes
+-- How the attempts of the leases in :leases ended (a write refused for one of them may
+-- be the same write sent again, whose first answer was lost).
+SELECT job_id, token, outcome FROM onceq_attempts
 WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
 
 -- name: attempt_reject
@@ -226,7 +244,7 @@ UPDATE onceq_jobs
 SET status = 'pending', run_at = :now, finished_at = NULL, worker = NULL,
     max_attempts = max(max_attempts, attempts + :extra)
 WHERE id = :job_id AND status IN ('failed', 'cancelled')
-RETURNING *;
+RETURNING *, lease_token AS token;
 
 -- name: job_list
 SELECT * FROM onceq_jobs
@@ -256,13 +274,17 @@ LIMIT 1;
 -- name: run_insert
 INSERT INTO onceq_runs (name, definition, input, created_at)
 VALUES (:name, :definition, :input, :now)
-RETURNING id;
+RETURNING id, name, status, definition;
 
 -- name: step_insert
 INSERT INTO onceq_steps (run_id, step) VALUES (:run_id, :step);
 
 -- name: run_lock
-SELECT * FROM onceq_runs WHERE id = :run_id;
+-- (Not the input, which may hold a whole fan-out list: run_input reads it when needed.)
+SELECT id, name, status, definition FROM onceq_runs WHERE id = :run_id;
+
+-- name: run_input
+SELECT input FROM onceq_runs WHERE id = :run_id;
 
 -- name: run_get
 SELECT * FROM onceq_runs WHERE id = :run_id;
@@ -275,17 +297,41 @@ UPDATE onceq_runs SET status = :status, error = :error, finished_at = :now
 WHERE id = :run_id AND status = 'running';
 
 -- name: run_cancel_jobs
--- A cancelled run's pending jobs; its running ones finish and advance nothing.
+-- The pending jobs of a run that is ending (cancelled, or failed because it cannot be
+-- advanced); its running ones finish and advance nothing.
 UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now
 WHERE run_id = :run_id AND status = 'pending'
-RETURNING id;
+RETURNING id, lease_token AS token, status, run_id, step, item;
 
 -- name: step_list
-SELECT * FROM onceq_steps WHERE run_id = :run_id;
+-- (Not the fan-out lists: those are in onceq_step_items, read one item at a time.)
+SELECT run_id, step, status, total, error, started_at, finished_at
+FROM onceq_steps WHERE run_id = :run_id;
 
 -- name: step_start
-UPDATE onceq_steps SET status = 'running', items = :items, total = :total, started_at = :now
+UPDATE onceq_steps SET status = 'running', total = :total, started_at = :now
 WHERE run_id = :run_id AND step = :step AND status = 'waiting';
+
+-- name: step_items_insert
+-- A fan-out's items, one row each with its job arguments, when its step starts: a
+-- dispatch then reads its own item alone, whatever the length of the list. :items
+-- is a JSON array of each item's arguments as JSON text, stored exactly as encoded.
+INSERT INTO onceq_step_items (run_id, step, item, args)
+SELECT :run_id, :step, key, value FROM json_each(:items);
+
+-- name: step_item_error_insert
+-- The first item whose arguments could not be resolved: the step fails when its turn
+-- comes (the items before it run).
+INSERT INTO onceq_step_items (run_id, step, item, error)
+VALUES (:run_id, :step, :item, :error);
+
+-- name: step_item_get
+SELECT args, error FROM onceq_step_items
+WHERE run_id = :run_id AND step = :step AND item = :item;
+
+-- name: step_items_legacy
+-- The list of a step that was running when the schema moved to v2 (kept in the step row).
+SELECT items FROM onceq_steps WHERE run_id = :run_id AND step = :step;
 
 -- name: step_set_error
 -- The first error of a step is the one kept.
@@ -327,13 +373,21 @@ LIMIT 1;
 -- rows, then the run's row).
 SELECT status FROM onceq_runs WHERE id = :run_id;
 
--- name: job_cancel_retry
--- A retry of a job whose run has ended (cancelled, or failed elsewhere) is not run: the
--- job is cancelled instead.
+-- name: job_cancel_orphan
+-- A job sent back to pending (a retry, a rescue, a release) whose run has ended
+-- (cancelled, or failed elsewhere) is not run again: it is cancelled instead.
 UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now, worker = NULL
-WHERE id = :job_id AND status = 'pending';
+WHERE id = :job_id AND status = 'pending'
+RETURNING id;
 
--- name: step_cancel_open
--- A cancelled run's steps that had not finished.
-UPDATE onceq_steps SET status = 'cancelled', finished_at = :now
+-- name: step_close_open
+-- The steps of an ending run that had not finished: running ones become :running,
+-- waiting ones :waiting.
+UPDATE onceq_steps
+SET status = CASE status WHEN 'running' THEN :running ELSE :waiting END, finished_at = :now
 WHERE run_id = :run_id AND status IN ('waiting', 'running');
+
+-- name: job_error
+-- The error a workflow job ended with (the only column read: another column of a row
+-- written around onceq may not even be readable).
+SELECT last_error FROM onceq_jobs WHERE id = :job_id;

@@ -1,0 +1,69 @@
+"""Named fault points: the places where the fault-injection tier makes onceq crash, lose
+the database's answer, or stall. Off (one dict lookup) unless ONCEQ_FAULTS is set.
+
+    ONCEQ_FAULTS="claim.committed=lost@0.05,complete.before_commit=crash@0.02"
+    ONCEQ_FAULTS_SEED=7      # each process draws from seed + pid
+    ONCEQ_FAULTS_DELAY=3.0   # seconds a `delay` lasts
+
+Points: `<verb>.before_commit` (the transaction's statements ran, COMMIT not sent) and
+`<verb>.committed` (COMMIT answered) for every store write, named by its verb (claim,
+complete, fail, release, rescue, heartbeat, adopt, insert, cancel…), and
+`advance.before` (a job's final status is written, its workflow run not yet advanced).
+
+Actions: `crash` exits the process at once (as SIGKILL would, from inside); `delay`
+sleeps; `lost` is returned to the caller, which acts as if the connection dropped there:
+before the commit, nothing is written; after it, the write happened and the answer is
+lost.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from onceq.errors import ConfigError
+
+CRASH_EXIT = 70  # the exit code of an injected crash
+_ACTIONS = ("crash", "lost", "delay")
+
+
+def _parse(spec: str) -> dict[str, tuple[str, float]]:
+    rules: dict[str, tuple[str, float]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            point, rest = part.split("=", 1)
+            action, _, rate = rest.partition("@")
+            rules[point.strip()] = (action.strip(), float(rate or 1.0))
+        except ValueError:
+            raise ConfigError(
+                f"bad ONCEQ_FAULTS rule {part!r}: expected point=action@rate"
+            ) from None
+        if action.strip() not in _ACTIONS:
+            raise ConfigError(f"bad ONCEQ_FAULTS action {action!r}: one of {', '.join(_ACTIONS)}")
+    return rules
+
+
+RULES = _parse(os.environ.get("ONCEQ_FAULTS", ""))
+DELAY = float(os.environ.get("ONCEQ_FAULTS_DELAY", "3.0"))
+_random = random.Random(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpid())
+hits: dict[str, int] = {}  # point: times it fired, in this process
+
+
+def hit(point: str) -> bool:
+    """Pass a fault point: crash or stall here if a rule says so; True if the caller must
+    act as if the database's answer was lost here."""
+    rule = RULES.get(point)
+    if rule is None:
+        return False
+    action, rate = rule
+    if _random.random() >= rate:
+        return False
+    hits[point] = hits.get(point, 0) + 1
+    if action == "crash":
+        os.write(2, f"onceq: injected crash at {point}\n".encode())
+        os._exit(CRASH_EXIT)
+    if action == "delay":
+        time.sleep(DELAY)
+        return False
+    return True
