@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -44,6 +45,42 @@ def pg_url(pg_server: str) -> Iterator[str]:
     schema = f"onceq_test_{uuid.uuid4().hex[:12]}"
     yield with_schema(pg_server, schema)
     with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+# Databases whose default isolation level is not PostgreSQL's READ COMMITTED, as some
+# teams set it (ALTER DATABASE … SET default_transaction_isolation).
+ISOLATION_DATABASES = {
+    "repeatable read": "onceq_test_repeatable_read",
+    "serializable": "onceq_test_serializable",
+}
+
+
+@pytest.fixture(scope="session")
+def pg_isolation_servers(pg_server: str) -> dict[str, str]:
+    """Server URLs of a database per isolation level, created once."""
+    urls = {}
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for level, name in ISOLATION_DATABASES.items():
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(f"CREATE DATABASE {name}")
+            conn.execute(f"ALTER DATABASE {name} SET default_transaction_isolation = '{level}'")
+            urls[level] = urlunsplit(urlsplit(pg_server)._replace(path=f"/{name}"))
+    return urls
+
+
+@pytest.fixture(params=sorted(ISOLATION_DATABASES))
+def pg_isolation_url(
+    request: pytest.FixtureRequest, pg_isolation_servers: dict[str, str]
+) -> Iterator[str]:
+    """A store URL (a fresh schema) in a database defaulting to each isolation level."""
+    server = pg_isolation_servers[request.param]
+    with psycopg.connect(server) as conn:
+        shown = conn.execute("SHOW default_transaction_isolation").fetchone()
+    assert shown == (request.param,), shown
+    schema = f"onceq_test_{uuid.uuid4().hex[:12]}"
+    yield with_schema(server, schema)
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 

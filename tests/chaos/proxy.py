@@ -105,6 +105,8 @@ class _Connection:
         self._zs = 0  # ReadyForQuery messages seen from the server
         self._lose_at: int | None = None  # the sync point whose answer is dropped
         self._commit_stmts: set[bytes] = set()  # prepared statements that are COMMIT
+        self._stmts: dict[bytes, bytes] = {}  # prepared statement name: its text
+        self._texts: list[bytes] = []  # what the transaction ran since its BEGIN
         self._batch_commit = False  # a COMMIT was bound since the last Sync
         self.threads = [threading.Thread(target=self._run_client, daemon=True)]
         self.threads[0].start()
@@ -208,9 +210,12 @@ class _Connection:
             self._syncs += 1
             if _is_commit(body):
                 self._decide()
+            else:
+                self._remember(body.split(b"\0", 1)[0])
         elif kind == b"P":
             name, pos = _cstr(body, 0)
             query, _ = _cstr(body, pos)
+            self._stmts[name] = query
             if _is_commit(query):
                 self._commit_stmts.add(name)
             else:
@@ -219,6 +224,8 @@ class _Connection:
             _, pos = _cstr(body, 0)
             stmt, _ = _cstr(body, pos)
             self._batch_commit |= stmt in self._commit_stmts
+            if stmt not in self._commit_stmts:
+                self._remember(self._stmts.get(stmt, b""))
         elif kind == b"C" and body[:1] == b"S":
             self._commit_stmts.discard(_cstr(body, 1)[0])
         elif kind == b"S":
@@ -229,8 +236,14 @@ class _Connection:
         elif kind == b"F":
             self._syncs += 1
 
+    def _remember(self, query: bytes) -> None:
+        if query.lstrip()[:5].upper() == b"BEGIN":
+            self._texts = []
+        self._texts.append(query)
+
     def _decide(self) -> None:
-        if self.proxy._decide_commit() and self._lose_at is None:
+        texts, self._texts = self._texts, []
+        if self.proxy._decide_commit(texts) and self._lose_at is None:
             self._lose_at = self._syncs
 
     def _from_server(self, buf: bytearray) -> tuple[bytes, bool]:
@@ -261,6 +274,8 @@ class PgProxy:
         self.gate = _Gate()
         self._rng = random.Random(seed)
         self._rate = 0.0
+        self._when: Callable[[str], bool] | None = None
+        self._limit: int | None = None
         self._lock = threading.Lock()
         self._stats = {"connections": 0, "commits_seen": 0, "commits_lost": 0}
         self._conns: list[_Connection] = []
@@ -319,11 +334,15 @@ class PgProxy:
         ]
         return urlunsplit(parts._replace(netloc=netloc, query="&".join(kept)))
 
-    def lose_commits(self, rate: float) -> None:
+    def lose_commits(
+        self, rate: float, *, when: Callable[[str], bool] | None = None, limit: int | None = None
+    ) -> None:
         """From now on each COMMIT happens on the server, but with probability `rate` its
-        answer is dropped and the connection cut. 0 turns it off."""
+        answer is dropped and the connection cut. 0 turns it off. `when` picks the
+        transactions it may happen to (it is given their statements since BEGIN, as one
+        text); `limit` stops it after that many."""
         with self._lock:
-            self._rate = rate
+            self._rate, self._when, self._limit = rate, when, limit
 
     def freeze(self) -> None:
         """A silent network: nothing read, nothing forwarded, no FIN, no RST."""
@@ -339,12 +358,19 @@ class PgProxy:
         for conn in conns:
             conn.shutdown()
 
-    def _decide_commit(self) -> bool:
+    def _decide_commit(self, texts: list[bytes]) -> bool:
         """Called by a connection on each COMMIT: True when its answer is to be lost."""
         with self._lock:
             self._stats["commits_seen"] += 1
-            lost = self._rate > 0 and self._rng.random() < self._rate
+            if self._rate <= 0 or self._limit == 0:
+                return False
+            text = "\n".join(t.decode(errors="replace") for t in texts)
+            if self._when is not None and not self._when(text):
+                return False
+            lost = self._rng.random() < self._rate
             self._stats["commits_lost"] += lost
+            if lost and self._limit is not None:
+                self._limit -= 1
             return lost
 
     def _accept_loop(self) -> None:

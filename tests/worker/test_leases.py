@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from onceq import App, StoreUnavailable, Worker, current_job
-from tests.helpers import eventually
+from tests.helpers import eventually, sql_rows
 from tests.worker.conftest import run_in_thread
 
 
@@ -185,3 +187,52 @@ def test_a_job_re_claimed_by_its_own_worker_keeps_the_two_attempts_apart(
         "complete",
         "succeeded",
     )
+
+
+def test_a_worker_whose_every_database_call_hangs_still_tells_its_handler_in_time(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent network (no RST, no FIN) or a hung driver: every store call blocks, the
+    heartbeat thread's and the dispatcher's alike. The handler must still be told before
+    the lease can expire on the database's clock (so before anyone could re-claim the
+    job) — by the lease keeper, which never touches the database."""
+    started, told = threading.Event(), threading.Event()
+    told_at: list[float] = []
+
+    @app.task(name="long")
+    def long() -> str:
+        started.set()
+        while not current_job().should_stop():
+            time.sleep(0.01)
+        told_at.append(time.time())
+        told.set()
+        return "too late"
+
+    app.enqueue("long")
+    lease = 3.0
+    worker = app.worker(concurrency=1, lease=lease)
+    thread = run_in_thread(worker, burst=False)
+    assert started.wait(30)
+    unhang = threading.Event()
+    store = app.store
+    for name in ("_in_tx", "_read"):
+        real = getattr(store, name)
+
+        def hang(*args: object, _real: Any = real, **kwargs: object) -> Any:
+            unhang.wait(120)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, hang)
+    hung_at = time.time()
+    try:
+        assert told.wait(lease * 3), "the handler was never told"
+        # The last heartbeat that got through set this (read around the store).
+        ((expires,),) = sql_rows(app.url, "SELECT lease_expires_at FROM onceq_jobs")
+    finally:
+        unhang.set()
+        worker.stop()
+        thread.join(30)
+    expires_at = expires.timestamp() if hasattr(expires, "timestamp") else float(expires)
+    assert told_at[0] < expires_at, (told_at[0], expires_at)
+    # And not for nothing: no sooner than a lease less a heartbeat after the cut.
+    assert told_at[0] >= hung_at + lease - 2 * worker.heartbeat_interval

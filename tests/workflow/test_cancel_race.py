@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from onceq import App, Workflow
+from onceq import App, Worker, Workflow
+from onceq.worker.executors import ThreadPool
+from tests.worker.conftest import run_in_thread
 
 
 def _race(run: Callable[[], object], job: Callable[[], object]) -> dict[str, object]:
@@ -57,3 +60,45 @@ def test_job_cancel_and_run_cancel_race_without_deadlock(
         assert all(j.status == "cancelled" for j in app.store.job_list(run_id=run_id))
     assert "DeadlockDetected" not in caplog.text
     other.close()
+
+
+def test_claimed_items_of_a_cancelled_run_are_cancelled_when_a_drain_hands_them_back(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker claims items of a run; the run is cancelled (that cancels pending jobs
+    only); the worker is stopped and hands back the items it never started. They must
+    end cancelled like the rest of the run, not pending for the next worker to run."""
+    ran: list[int] = []
+
+    @app.task(name="item")
+    def item(n: int) -> int:
+        ran.append(n)
+        return n
+
+    gate = threading.Event()
+
+    class Unstarted(ThreadPool):
+        def _serve(self) -> None:  # takes nothing until the gate opens
+            gate.wait()
+            super()._serve()
+
+    monkeypatch.setattr(sys.modules[Worker.__module__], "ThreadPool", Unstarted)
+    wf = (
+        Workflow("drained", input=["items"])
+        .step("fan", "item", with_items="$input.items", args={"n": "$item"}, next=["after"])
+        .step("after", "item", args={"n": 99})
+    )
+    run_id = app.run_workflow(wf, {"items": [1, 2]})
+    worker = app.worker(concurrency=2, grace=5)
+    worker.open()
+    try:
+        assert worker.run_once() == 2  # both items claimed, neither started
+        assert app.cancel_run(run_id) == "running"
+    finally:
+        worker.close()  # the drain hands both back
+        gate.set()
+    assert {j.status for j in app.store.job_list(run_id=run_id)} == {"cancelled"}
+    monkeypatch.undo()
+    run_in_thread(app.worker(concurrency=2)).join(30)  # a next worker finds nothing
+    assert ran == []
+    assert app.get_run(run_id).status == "cancelled"

@@ -1,0 +1,124 @@
+"""Lost answers: the database committed, the answer never reached the worker.
+
+A wire proxy between the worker and PostgreSQL forwards a chosen COMMIT, lets it happen,
+drops the server's answer and cuts the connection. The worker must find out what
+committed and carry on: a job whose claim's answer was lost used to expire and end
+`failed: lease expired` with zero executions (retries=0), and a --burst worker exited
+while that job was still `running`. Below also two faults in a row on either backend,
+which used to leak the worker's only slot for good.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from onceq import App
+from onceq.errors import OutcomeUnknown, StoreUnavailable
+from tests.chaos.proxy import PgProxy
+from tests.worker.conftest import run_in_thread
+
+CLAIM = "lease_token + 1"  # in the text of every claim statement
+COMPLETE = "status = 'succeeded'"  # in the text of the completion statement
+
+
+@pytest.fixture
+def proxy() -> Iterator[PgProxy]:
+    with PgProxy() as p:
+        yield p
+
+
+def _apps(url: str, proxied: str) -> tuple[App, App, list[int]]:
+    """The same task on two apps: one on the store itself, one through the proxy."""
+    ran: list[int] = []
+    apps = (App(url), App(proxied))
+    for a in apps:
+        a.task(name="work")(lambda n: ran.append(n) or n)
+    return apps[0], apps[1], ran
+
+
+@pytest.mark.postgres
+def test_a_claim_whose_answer_was_lost_is_found_and_run_once(pg_url: str, proxy: PgProxy) -> None:
+    direct, through, ran = _apps(pg_url, proxy.url(pg_url))
+    job = direct.enqueue("work", {"n": 1})  # retries=0: one lost attempt would fail it
+    proxy.lose_commits(1.0, when=lambda text: CLAIM in text, limit=1)
+    thread = run_in_thread(through.worker(concurrency=1, lease=5), burst=True)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert proxy.stats["commits_lost"] == 1
+    done = direct.get_job(job.id)  # a burst worker returns only once its jobs are done
+    assert (done.status, done.attempts, done.result, ran) == ("succeeded", 1, 1, [1])
+    (attempt,) = direct.store.attempt_list(job.id)
+    assert (attempt.outcome, attempt.rejected) == ("succeeded", None)
+    direct.close()
+    through.close()
+
+
+@pytest.mark.postgres
+def test_a_completion_and_claim_whose_answer_was_lost_lose_nothing(
+    pg_url: str, proxy: PgProxy
+) -> None:
+    """Both halves of one transaction: the completion is sent again and answered
+    "already recorded" (not refused as stale), and the claim is found again."""
+    direct, through, ran = _apps(pg_url, proxy.url(pg_url))
+    jobs = [direct.enqueue("work", {"n": n}) for n in range(3)]
+    proxy.lose_commits(1.0, when=lambda text: CLAIM in text and COMPLETE in text, limit=1)
+    worker = through.worker(concurrency=1, lease=5)
+    thread = run_in_thread(worker, burst=True)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert proxy.stats["commits_lost"] == 1
+    assert sorted(ran) == [0, 1, 2]
+    for j in jobs:
+        done = direct.get_job(j.id)
+        assert (done.status, done.attempts) == ("succeeded", 1)
+        assert [(a.outcome, a.rejected) for a in direct.store.attempt_list(j.id)] == [
+            ("succeeded", None)
+        ]
+    assert worker.counts["rejected"] == 0 and worker.counts["adopted"] == 1
+    direct.close()
+    through.close()
+
+
+def test_two_faults_in_a_row_leave_no_slot_taken(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A completion batch commits but its answer is lost; then the very next call to the
+    store fails once. The worker (one slot) must still finish every job and return."""
+
+    @app.task(name="work")
+    def work(n: int) -> int:
+        return n
+
+    jobs = [app.enqueue("work", {"n": n}) for n in range(4)]
+    store = app.store
+    real = store.job_complete_and_claim
+    armed = threading.Event()
+    faults: list[str] = []
+
+    def first_answer_lost(*args: Any) -> Any:
+        answer = real(*args)  # committed...
+        if not faults:
+            faults.append("answer lost")
+            armed.set()
+            raise OutcomeUnknown("injected: the answer to COMMIT was lost")  # ...unanswered
+        return answer
+
+    for name in ("_in_tx", "_read"):
+        inner = getattr(store, name)
+
+        def once(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
+            if armed.is_set():
+                armed.clear()
+                faults.append("one failed call")
+                raise StoreUnavailable("injected: the database went away for a moment")
+            return _inner(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, once)
+    monkeypatch.setattr(store, "job_complete_and_claim", first_answer_lost)
+    thread = run_in_thread(app.worker(concurrency=1, lease=30), burst=True)
+    thread.join(60)
+    assert not thread.is_alive(), "the worker never returned: a slot stayed taken"
+    assert faults == ["answer lost", "one failed call"]
+    assert [app.get_job(j.id).status for j in jobs] == ["succeeded"] * 4
