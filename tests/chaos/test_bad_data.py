@@ -182,3 +182,32 @@ def test_a_payload_that_is_not_utf8_fails_once_and_does_not_stall_the_queue(
     assert rows == {i: "succeeded" for i in valid}
     assert (failed.status, failed.attempts, failed.args) == ("failed", 0, {"n": "\ufffd"})
     assert failed.last_error == "PayloadError: the stored args is not valid UTF-8 text"
+
+
+def test_a_workflow_item_that_is_not_utf8_fails_its_step_and_the_run_goes_on(
+    sqlite_url: str,
+) -> None:
+    """The unreadable row is failed, and — like every other failure — through the path
+    that advances its run: the step fails, its on_failure step runs, the run ends. (It
+    used to be failed on the side, leaving its run `running` for ever.)"""
+    from onceq import Workflow
+
+    app = fresh_app(sqlite_url)
+    wf = (
+        Workflow("unreadable", input=["items"])
+        .step("fan", "chaos.short", with_items="$input.items", args={"n": "$item"},
+              on_failure=["report"])
+        .step("report", "chaos.short", args={"n": 99})
+    )  # fmt: skip
+    run_id = app.run_workflow(wf, {"items": [1, 2]})
+    first = min(j.id for j in app.store.job_list(run_id=run_id))
+    sql(sqlite_url, """UPDATE onceq_jobs SET args = '{"n": "' || CAST(x'ff' AS TEXT) || '"}'
+                       WHERE id = ?""", (first,))  # fmt: skip
+    errors = burst(app)
+    run = app.get_run(run_id)
+    app.close()
+    assert errors == []
+    assert run.status == "failed", run
+    steps = {s.name: s.status for s in run.steps}
+    assert steps == {"fan": "failed", "report": "succeeded"}
+    assert run.error is not None and "not valid UTF-8" in run.error

@@ -137,6 +137,18 @@ def test_complete_many_records_only_held_leases(store: Store) -> None:
     assert store.job_get(leases[2].job_id).result == {"i": leases[2].job_id}
 
 
+def test_complete_many_tells_an_old_lease_from_a_new_one_of_the_same_job(store: Store) -> None:
+    """Answers are per lease, not per job: a stale lease in a batch that also holds the
+    job's current lease must not pass for a success."""
+    job = store.job_insert(NewJob(task="t", max_attempts=2))
+    (old,) = store.job_claim("w", None, 1, 0.0)
+    assert [r.job_id for r in eventually(store.job_rescue)] == [job.id]
+    (new,) = store.job_claim("w", None, 1, LEASE)
+    done = store.job_complete_many([(old, '"old"'), (new, '"new"')])
+    assert done == {(job.id, new.token)}
+    assert store.job_get(job.id).result == "new"
+
+
 def test_results_of_every_json_type_round_trip(store: Store) -> None:
     values = [None, 0, -1.5, "text", 'quote" and \\ and \u0000 and ü', [1, [2]], {"k": {"v": True}}]
     store.job_insert_many([NewJob(task="t") for _ in values])

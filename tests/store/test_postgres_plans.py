@@ -70,3 +70,31 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_and_the_write_retr
         assert [j.id for j in store.job_list()] == [job.id]  # written once
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("statement", ["job_heartbeat", "job_complete", "job_release"])
+def test_batch_writes_lock_their_rows_in_id_order(pg_url: str, statement: str) -> None:
+    """A heartbeat and a completion over the same jobs, sent in different orders, locked
+    them in different orders and deadlocked (PostgreSQL aborts one after a second; the
+    store retried it). Every batch write now locks its rows sorted by id first."""
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        params = {
+            "leases": "[[3, 1], [1, 1], [2, 1]]",
+            "results": "[1, 2, 3]",
+            "lease": 30.0,
+        }
+        with store.pool.connection() as conn:
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(
+                    "EXPLAIN (VERBOSE) " + queries.load("postgres")[statement], params
+                ).fetchall()
+            )
+        lines = plan.splitlines()
+        lock = next(i for i, line in enumerate(lines) if "LockRows" in line)
+        below = "\n".join(lines[lock:])
+        assert "Sort Key: j.id" in below, plan
+    finally:
+        store.close()

@@ -236,3 +236,35 @@ def test_a_worker_whose_every_database_call_hangs_still_tells_its_handler_in_tim
     assert told_at[0] < expires_at, (told_at[0], expires_at)
     # And not for nothing: no sooner than a lease less a heartbeat after the cut.
     assert told_at[0] >= hung_at + lease - 2 * worker.heartbeat_interval
+
+
+def test_a_lease_counts_from_before_its_claim_was_sent(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database starts a lease when the claim runs, not when its answer arrives. A
+    claim whose answer took most of the lease to come back leaves too little of it to
+    start a handler on (the next heartbeat could come after it expired, and another
+    worker could run the job meanwhile): the worker hands such a job back instead."""
+    ran: list[int] = []
+
+    @app.task(name="once")
+    def once() -> None:
+        ran.append(current_job().attempt)
+
+    job = app.enqueue("once")
+    lease = 1.5
+    real = app.store.job_claim
+    slow: list[bool] = []
+
+    def slow_answer(*args: Any) -> Any:
+        leases = real(*args)
+        if leases and not slow:
+            slow.append(True)
+            time.sleep(lease * 0.9)  # the answer is late: the lease is almost over
+        return leases
+
+    monkeypatch.setattr(app.store, "job_claim", slow_answer)
+    run_in_thread(app.worker(concurrency=1, lease=lease), burst=True).join(30)
+    assert ran == [1]  # run once, under the second lease
+    outcomes = [a.outcome for a in app.store.attempt_list(job.id)]
+    assert outcomes == ["released", "succeeded"]

@@ -199,3 +199,34 @@ def test_a_starting_child_waits_for_an_unreachable_store_instead_of_dying() -> N
     hopeless.tries = -1_000_000
     with pytest.raises(StoreUnavailable):
         open_when_reachable(hopeless, patience=0.5)  # past its patience: the error stands
+
+
+def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor queues the workers it saw die; rescuing the first one's jobs fails
+    (the database refuses, for now). The second one's jobs must be put back all the
+    same, in the same turn, and the first retried at the next."""
+    from onceq.errors import StoreUnavailable
+    from onceq.models import NewJob
+
+    first, second = (app.store.job_insert(NewJob(task="t", max_attempts=2)) for _ in range(2))
+    app.store.job_claim("dead-1", None, 1, 30)
+    app.store.job_claim("dead-2", None, 1, 30)
+    supervisor = Supervisor("tests.worker.apps:app", url=app.url, processes=1)
+    supervisor.slots = []  # no processes of its own: one turn is only the rescues
+    supervisor.store = app.store
+    real = app.store.job_rescue_worker
+
+    def refuses_the_first(name: str, reason: str) -> Any:
+        if name == "dead-1":
+            raise StoreUnavailable("injected: not now")
+        return real(name, reason)
+
+    monkeypatch.setattr(app.store, "job_rescue_worker", refuses_the_first)
+    supervisor._unrescued = [("dead-1", "signal SIGKILL"), ("dead-2", "signal SIGKILL")]
+    supervisor.run_once(0.0)
+    assert (app.get_job(first.id).status, app.get_job(second.id).status) == ("running", "pending")
+    monkeypatch.undo()
+    supervisor.run_once(0.0)
+    assert app.get_job(first.id).status == "pending" and supervisor.rescued == 2

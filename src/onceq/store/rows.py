@@ -76,11 +76,13 @@ def attempt(r: Row) -> Attempt:
 
 def run(row: Row, steps: Sequence[Row], counts: Sequence[Row]) -> Run:
     """A run row with its steps (in definition order) and their jobs counted by status."""
-    order = list(jsoncodec.loads(row["definition"])["steps"])
+    definition = json_or_raw(row["definition"])  # (a broken one is still shown)
+    names = definition.get("steps") if isinstance(definition, dict) else None
+    rank = {name: i for i, name in enumerate(names if isinstance(names, dict) else {})}
     per_step: dict[str, dict[str, int]] = {}
     for c in counts:
         per_step.setdefault(c["step"], {})[c["status"]] = c["n"]
-    states = sorted(steps, key=lambda s: order.index(s["step"]))
+    states = sorted(steps, key=lambda s: rank.get(s["step"], len(rank)))
     return Run(
         id=row["id"],
         name=row["name"],
