@@ -50,6 +50,12 @@ _random = random.Random(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpi
 hits: dict[str, int] = {}  # point: times it fired, in this process
 
 
+def disable() -> None:
+    """No faults in this process (the supervisor: the rules are for the workers it
+    starts, which read them again; a supervisor taken down would take them all)."""
+    RULES.clear()
+
+
 def hit(point: str) -> bool:
     """Pass a fault point: crash or stall here if a rule says so; True if the caller must
     act as if the database's answer was lost here."""
@@ -60,8 +66,8 @@ def hit(point: str) -> bool:
     if _random.random() >= rate:
         return False
     hits[point] = hits.get(point, 0) + 1
+    os.write(2, f"onceq: injected {action} at {point}\n".encode())  # what the tier counts
     if action == "crash":
-        os.write(2, f"onceq: injected crash at {point}\n".encode())
         os._exit(CRASH_EXIT)
     if action == "delay":
         time.sleep(DELAY)

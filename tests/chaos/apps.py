@@ -52,6 +52,16 @@ def short(n: int, sleep: float = 0.0) -> int:
     return n
 
 
+@app.task(name="chaos.once")
+def once(n: int, sleep: float = 0.0) -> int:
+    """No retries: a lost attempt fails it (the lost-answers scenario checks none is)."""
+    ledger_write("start")
+    if sleep:
+        time.sleep(sleep)
+    ledger_write("end")
+    return n
+
+
 @app.task(name="chaos.slow_first", retries=5, retry_backoff=0)
 def slow_first(seconds: float) -> str:
     """Sleeps on its first attempt only (the test kills its worker meanwhile)."""
@@ -110,6 +120,20 @@ async def zombie_async() -> str:
             ledger_write("told", told=ctx.should_stop(), cancelled=True)
             raise
         ledger_write("told", told=ctx.should_stop())
+        return "late"
+    ledger_write("end")
+    return "rescued"
+
+
+@app.task(name="chaos.zombie_subprocess", retries=1, retry_backoff=0, subprocess=True)
+def zombie_subprocess() -> str:
+    """Attempt 1 ticks in the ledger until its process is killed (its lease lost)."""
+    ledger_write("start")
+    if current_job().attempt == 1:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ledger_write("tick")
+            time.sleep(0.02)
         return "late"
     ledger_write("end")
     return "rescued"

@@ -334,12 +334,14 @@ class Chaos:
         env.pop("ONCEQ_TEST_LEDGER", None)
         return env
 
-    def _popen(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _popen(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, *args],
                 cwd=ROOT,
-                env=self.env(),
+                env={**self.env(), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -350,25 +352,29 @@ class Chaos:
         return proc
 
     def worker(
-        self, name: str | None = None, **options: Any
+        self, name: str | None = None, env: dict[str, str] | None = None, **options: Any
     ) -> tuple[subprocess.Popen[bytes], str]:
-        """A bare worker process (`app.worker(**options).run()`); (process, name)."""
+        """A bare worker process (`app.worker(**options).run()`); (process, name). `env`
+        adds to its environment (another ONCEQ_URL, ONCEQ_FAULTS…)."""
         self._count += 1
         name = name or f"w{self._count}"
         options = {"name": name, **options}
-        proc = self._popen(["-m", "tests.chaos.run", "worker", json.dumps(options)], self.log(name))
-        return proc, name
+        args = ["-m", "tests.chaos.run", "worker", json.dumps(options)]
+        return self._popen(args, self.log(name), env), name
 
-    def supervisor(self, tag: str, *args: str) -> subprocess.Popen[bytes]:
+    def supervisor(
+        self, tag: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """`onceq worker --app tests.chaos.apps:app ARGS`, as a user starts it."""
         return self._popen(
-            ["-m", "onceq", "worker", "--app", "tests.chaos.apps:app", *args], self.log(tag)
+            ["-m", "onceq", "worker", "--app", "tests.chaos.apps:app", *args], self.log(tag), env
         )
 
-    def enqueuer(self, tag: str, count: int, ids_file: Path) -> subprocess.Popen[bytes]:
-        return self._popen(
-            ["-m", "tests.chaos.run", "enqueue", str(count), str(ids_file), tag], self.log(tag)
-        )
+    def enqueuer(
+        self, tag: str, count: int, ids_file: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        args = ["-m", "tests.chaos.run", "enqueue", str(count), str(ids_file), tag]
+        return self._popen(args, self.log(tag), env)
 
     def log(self, name: str) -> Path:
         return self.tmp / f"{name}.log"

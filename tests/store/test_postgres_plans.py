@@ -98,3 +98,49 @@ def test_batch_writes_lock_their_rows_in_id_order(pg_url: str, statement: str) -
         assert "Sort Key: j.id" in below, plan
     finally:
         store.close()
+
+
+def test_a_claim_made_after_its_transaction_waited_gets_a_lease_that_is_not_born_expired(
+    pg_url: str,
+) -> None:
+    """now() is when a transaction began. A completion that waits for its run's lock and
+    then claims in the same transaction used to stamp the new lease at that beginning:
+    a lease already expired when it committed, and an attempt that started, in the
+    history, before the one a rescue ended meanwhile. Leases start when they are made."""
+    import threading
+    import time
+
+    from onceq import App, Workflow
+
+    app = App(pg_url)
+    app.task(name="item")(lambda n: n)
+    flow = Workflow("w", input=["items"]).step(
+        "fan", "item", with_items="$input.items", args={"n": "$item"}, concurrency=1
+    )
+    app.run_workflow(flow, {"items": [1, 2]})
+    (item,) = app.store.job_claim("w", None, 1, 30.0)
+    plain = app.store.job_insert(NewJob(task="item", args={"n": 3}, priority=1))
+    lease = 1.0
+    locked = threading.Event()
+    released: list[object] = []
+
+    def hold_the_run() -> None:
+        schema = pg_url.split("schema=")[1]
+        with psycopg.connect(pg_url.split("?")[0], options=f"-c search_path={schema}") as conn:
+            conn.execute("SELECT id FROM onceq_runs FOR UPDATE")
+            locked.set()
+            time.sleep(lease * 1.5)  # the completion below waits this long for the run
+            released.append(conn.execute("SELECT clock_timestamp()").fetchone()[0])  # type: ignore[index]
+
+    holder = threading.Thread(target=hold_the_run)
+    holder.start()
+    assert locked.wait(10)
+    written, claimed = app.store.job_complete_and_claim([(item, "1")], "w", None, 1, lease)
+    holder.join(10)
+    assert written == {(item.job_id, item.token)}
+    assert [x.job_id for x in claimed] == [plain.id]
+    job = app.store.job_get(plain.id)
+    assert job.started_at is not None and job.lease_expires_at is not None
+    assert job.started_at >= released[0]  # type: ignore[operator]
+    assert (job.lease_expires_at - job.started_at).total_seconds() == pytest.approx(lease)
+    app.close()

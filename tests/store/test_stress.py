@@ -31,9 +31,14 @@ def _claim_and_complete(url: str, worker: str, batch: int) -> list[tuple[int, in
 
 
 def test_eight_processes_claim_every_job_exactly_once(store: Store, store_url: str) -> None:
-    for start in range(0, JOBS, 5000):
+    claim_every_job_once(store, store_url, JOBS)
+
+
+def claim_every_job_once(store: Store, store_url: str, jobs: int) -> None:
+    """`jobs` jobs, claimed and completed by eight processes at once: each exactly once."""
+    for start in range(0, jobs, 5000):
         store.job_insert_many(
-            [NewJob(task="t", args={"n": n}) for n in range(start, min(start + 5000, JOBS))]
+            [NewJob(task="t", args={"n": n}) for n in range(start, min(start + 5000, jobs))]
         )
     ctx = multiprocessing.get_context("spawn")
     # Mixed batch sizes, so single claims and batches contend with each other.
@@ -42,15 +47,15 @@ def test_eight_processes_claim_every_job_exactly_once(store: Store, store_url: s
         per_worker = pool.starmap(_claim_and_complete, work)
 
     held = [pair for worker in per_worker for pair in worker]
-    assert len(held) == JOBS
-    assert len({job_id for job_id, _ in held}) == JOBS
+    assert len(held) == jobs
+    assert len({job_id for job_id, _ in held}) == jobs
     assert sum(1 for worker in per_worker if worker) >= 2  # the processes really competed
-    assert store.job_counts() == [("default", "succeeded", JOBS)]
+    assert store.job_counts() == [("default", "succeeded", jobs)]
     assert (
         sql_rows(store_url, "SELECT job_id FROM onceq_attempts GROUP BY job_id HAVING count(*) > 1")
         == []
     )
-    assert assert_no_overlapping_leases(store_url) == JOBS
+    assert assert_no_overlapping_leases(store_url) == jobs
     assert sql_rows(
         store_url, "SELECT count(*) FROM onceq_jobs WHERE result IS NULL OR attempts <> 1"
     ) == [(0,)]

@@ -190,7 +190,11 @@ class Worker:
         self.recorder.write_failures()
         self._expire_timeouts(now)
         self.keeper.run_once(now)  # before any rescue: see Rescuer
-        self.rescuer.run_once(now)
+        try:
+            self.rescuer.run_once(now)
+        except Exception as exc:  # a duty for others' jobs: it holds up none of ours
+            log.warning("rescue failed (%s: %s); trying again in %.2fs",
+                        type(exc).__name__, exc, self.rescuer.interval)  # fmt: skip
         started = self._adopt() if self._unconfirmed else 0
         if self._to_release:
             self._release(self._to_release)

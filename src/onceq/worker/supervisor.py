@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from onceq import logs
+from onceq import faults, logs
 from onceq.errors import SchemaError
 from onceq.store import Store, open_store
 
@@ -81,6 +81,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until the children are done (burst) or stopped; the exit code."""
+        faults.disable()
         self.store = open_store(self.url)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:

@@ -1,8 +1,13 @@
 -- onceq job store queries, PostgreSQL dialect. Each statement sits under a `-- name:`
 -- line; sqlite/queries.sql defines the same names (a test checks it).
--- Params are named (%(name)s). Times come from the database clock (now()), so worker
--- clock skew cannot move a lease. Batches arrive as one JSON array (the same text the
--- SQLite dialect reads with json_each) and are read with json_array_elements: psycopg
+-- Params are named (%(name)s). Times come from the database clock, so worker clock skew
+-- cannot move a lease. A lease starts at clock_timestamp(), not now(): now() is when the
+-- *transaction* began, and a claim made after its transaction waited (for a run's lock,
+-- say) would get a lease stamped in the past — born expired, and overlapping in the
+-- history the attempt that a rescue ended meanwhile. (Ends and rescues may use now():
+-- an end stamped early, or a rescue that sees a little less, only errs on the safe side.)
+-- Batches arrive as one JSON array (the same text the SQLite dialect reads with
+-- json_each) and are read with json_array_elements: psycopg
 -- would spend more time building the equivalent arrays than the server spends on them.
 -- Where SQLite needs a second statement for the attempt records, these statements
 -- write them in a data-modifying CTE: one round trip per worker write.
@@ -102,8 +107,8 @@ WITH picked AS (
 ), claimed AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = now()
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = clock_timestamp()
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -126,8 +131,8 @@ WITH picked AS (
 ), claimed AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = now()
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = clock_timestamp()
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -151,8 +156,8 @@ WITH picked AS (
 ), claimed AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
-        lease_expires_at = now() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = now()
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = clock_timestamp()
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -174,7 +179,7 @@ WITH v AS (
     SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
     WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), kept AS (
-    UPDATE onceq_jobs AS j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    UPDATE onceq_jobs AS j SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
     FROM v, locked
     WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
     RETURNING j.id, j.lease_token AS token
@@ -303,7 +308,7 @@ WITH known AS (
     SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
     FROM json_array_elements(%(known)s::json) AS e
 )
-UPDATE onceq_jobs AS j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+UPDATE onceq_jobs AS j SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
 WHERE j.status = 'running' AND j.worker = %(worker)s
   AND (j.id, j.lease_token) NOT IN (SELECT id, token FROM known)
 RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
