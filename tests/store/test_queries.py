@@ -20,6 +20,7 @@ POSTGRES_ONLY = {
     "job_notify",  # LISTEN/NOTIFY wake-ups
     "backend_identity",  # a lost COMMIT's answer: find its backend again, and end it
     "backend_settle",
+    "session_limit_statements",  # SQLite has no statement timeout
 }
 
 

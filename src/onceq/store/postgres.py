@@ -2,10 +2,11 @@
 
 - Claims use `FOR UPDATE SKIP LOCKED` in a CTE; every lease time is the database's
   `now()`, so the clocks of worker machines do not matter.
-- READ COMMITTED, pinned: each transaction says so in its BEGIN, whatever the database's
-  default (under REPEATABLE READ two items finishing together would each count the other
-  as still running, and the fan-in would never happen). Short transactions: a long-open
-  one anywhere stalls a SKIP LOCKED queue (dead tuples pile up behind it).
+- READ COMMITTED, pinned in each connection's startup options, whatever the database's
+  or the role's default (under REPEATABLE READ two items finishing together would each
+  count the other as still running, and the fan-in would never happen). Short
+  transactions: a long-open one anywhere stalls a SKIP LOCKED queue (dead tuples pile up
+  behind it).
 - A connection that goes silent is noticed: TCP keepalives and `tcp_user_timeout`
   (unless the URL sets its own), and a statement timeout below the worker's lease.
 - `?schema=NAME` in the URL keeps onceq's tables in their own schema (created on
@@ -69,7 +70,6 @@ NETWORK_DEFAULTS = {
 }
 SETTLE_FOR = 10.0  # how long a lost commit is waited on before the next call does it
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-_BEGIN = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _savepoints = itertools.count()
 
 
@@ -127,7 +127,7 @@ class PostgresStore(Store):
         # the planner claims through a bitmap scan that sorts *every* pending job (10 ms at
         # 10,000 pending, growing with the backlog) instead of walking the pending index
         # in claim order and stopping after LIMIT rows (2 ms). Nothing onceq runs needs them.
-        # READ COMMITTED also for the statements run outside a transaction.
+        # READ COMMITTED: startup options win over the database's and the role's settings.
         settings = ["-c enable_bitmapscan=off", "-c default_transaction_isolation=read\\ committed"]
         if self.schema:
             settings.append(f"-c search_path={self.schema}")
@@ -139,8 +139,9 @@ class PostgresStore(Store):
             "options": " ".join(settings),
             **{k: v for k, v in NETWORK_DEFAULTS.items() if k not in own},
         }
-        self._begin = _BEGIN
-        self._statement_timeout: float | None = None
+        self._statement_ms = 0  # 0: no limit of ours; else applied per connection
+        self._applied: weakref.WeakKeyDictionary[psycopg.Connection[Any], int]
+        self._applied = weakref.WeakKeyDictionary()
         # Each pooled connection's backend (pid, start), to settle a commit lost on it.
         self._backends: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[int, Any]]
         self._backends = weakref.WeakKeyDictionary()
@@ -183,10 +184,9 @@ class PostgresStore(Store):
 
     def limit_statement_time(self, seconds: float) -> None:
         with self._lock:
-            if self._statement_timeout is None or seconds < self._statement_timeout:
-                self._statement_timeout = seconds
-                ms = max(int(seconds * 1000), 1)
-                self._begin = _BEGIN + f"; SET LOCAL statement_timeout = {ms}".encode()
+            ms = max(int(seconds * 1000), 1)
+            if not self._statement_ms or ms < self._statement_ms:
+                self._statement_ms = ms
 
     def waker(self, event: threading.Event) -> Waker:
         return PostgresWaker(self, event)
@@ -208,7 +208,6 @@ class PostgresStore(Store):
         what can have been written."""
         if self._unsettled:
             self._settle_earlier()
-        begin = _BEGIN if "migrate" in labels else self._begin  # no timeout on migrations
         pause = 0.005
         dead = 0  # connections found dead before anything was sent on them
         for attempt in range(10):
@@ -216,8 +215,15 @@ class PostgresStore(Store):
             phase = "begin"
             lost: str | None = None  # the COMMIT was sent and its answer never came
             try:
+                if self._statement_ms and self._applied.get(conn) != self._statement_ms:
+                    # Session-wide, once per connection and limit: a SET LOCAL in every
+                    # transaction costs ~8% of a worker's throughput. A lower limit the
+                    # URL set itself is kept.
+                    limit = {"ms": self._statement_ms}
+                    conn.execute(self._qb["session_limit_statements"], limit)
+                    self._applied[conn] = self._statement_ms
                 with conn.cursor(row_factory=dict_row) as cur:
-                    cur.execute(begin)
+                    cur.execute(b"BEGIN")
                     phase = "body"
                     tx = _PgTx(cur, self._qb, self.channel)
                     out = fn(tx)

@@ -521,6 +521,16 @@ WHERE run_id = %(run_id)s AND status IN ('waiting', 'running');
 -- The error a workflow job ended with.
 SELECT last_error FROM onceq_jobs WHERE id = %(job_id)s;
 
+-- name: session_limit_statements
+-- A worker's bound on one statement (below its lease), for this connection's session;
+-- a lower one already in force (the URL's own options) is kept. 0 means none.
+SELECT set_config('statement_timeout',
+                  CASE WHEN current_setting('statement_timeout')::interval = interval '0'
+                         OR current_setting('statement_timeout')::interval
+                            > make_interval(secs => %(ms)s / 1000.0)
+                       THEN %(ms)s::text ELSE current_setting('statement_timeout') END,
+                  false);
+
 -- name: backend_identity
 -- Who this connection is on the server: enough to find its backend again (pids are
 -- reused; a backend's start time with its pid is not).
