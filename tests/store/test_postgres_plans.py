@@ -16,6 +16,13 @@ from onceq.store.postgres import PostgresStore
 pytestmark = pytest.mark.postgres
 
 
+def _plan(store: PostgresStore, statement: str, params: dict[str, object], how: str = "") -> str:
+    """The server's plan for one of the dialect's statements (nothing is run)."""
+    with store.pool.connection() as conn:
+        rows = conn.execute(f"EXPLAIN {how} {queries.load('postgres')[statement]}", params)
+        return "\n".join(row[0] for row in rows.fetchall())
+
+
 @pytest.mark.parametrize("statement", ["job_claim", "job_claim_queue"])
 def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
     pg_url: str, statement: str
@@ -28,14 +35,7 @@ def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
             conn.execute("ANALYZE onceq_jobs")
         store.job_insert_many([NewJob(task="t", args={"i": i}) for i in range(5000)])
         params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default"}
-        with store.pool.connection() as conn:
-            plan = "\n".join(
-                row[0]
-                for row in conn.execute(
-                    "EXPLAIN " + queries.load("postgres")[statement], params
-                ).fetchall()
-            )
-            conn.rollback()
+        plan = _plan(store, statement, params)
         assert "Index Scan using onceq_jobs_claim_" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan, plan
     finally:
@@ -80,18 +80,8 @@ def test_batch_writes_lock_their_rows_in_id_order(pg_url: str, statement: str) -
     store = open_store(pg_url)
     assert isinstance(store, PostgresStore)
     try:
-        params = {
-            "leases": "[[3, 1], [1, 1], [2, 1]]",
-            "results": "[1, 2, 3]",
-            "lease": 30.0,
-        }
-        with store.pool.connection() as conn:
-            plan = "\n".join(
-                row[0]
-                for row in conn.execute(
-                    "EXPLAIN (VERBOSE) " + queries.load("postgres")[statement], params
-                ).fetchall()
-            )
+        params = {"leases": "[[3, 1], [1, 1], [2, 1]]", "results": "[1, 2, 3]", "lease": 30.0}
+        plan = _plan(store, statement, params, "(VERBOSE)")
         lines = plan.splitlines()
         lock = next(i for i, line in enumerate(lines) if "LockRows" in line)
         below = "\n".join(lines[lock:])
