@@ -11,6 +11,7 @@ which used to leak the worker's only slot for good.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,3 +123,50 @@ def test_two_faults_in_a_row_leave_no_slot_taken(app: App, monkeypatch: pytest.M
     assert not thread.is_alive(), "the worker never returned: a slot stayed taken"
     assert faults == ["answer lost", "one failed call"]
     assert [app.get_job(j.id).status for j in jobs] == ["succeeded"] * 4
+
+
+def test_a_job_being_handed_back_is_not_adopted_and_run_meanwhile(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim answered too late to be started is handed back, but the database is away
+    for that (twice). Meanwhile another claim's answer is lost, so the worker adopts what
+    runs under its name: not the job it is handing back — that one would run here and,
+    once handed back, again elsewhere."""
+    ran: list[int] = []
+
+    @app.task(name="work")
+    def work(n: int) -> int:
+        ran.append(n)
+        return n
+
+    late, lost = app.enqueue("work", {"n": 1}), app.enqueue("work", {"n": 2})
+    lease = 1.5
+    store = app.store
+    real_claim, real_release = store.job_claim, store.job_release_many
+    calls = {"claim": 0, "release": 0}
+
+    def claim(worker: str, queues: Any, limit: int, seconds: float) -> Any:
+        calls["claim"] += 1
+        got = real_claim(worker, queues, 1, seconds)
+        if calls["claim"] == 1:
+            time.sleep(lease * 0.93)  # the answer comes too late: handed back, not started
+        elif calls["claim"] == 2:
+            raise OutcomeUnknown("injected: the answer to COMMIT was lost")
+        return got
+
+    def release(leases: Any) -> Any:
+        calls["release"] += 1
+        if calls["release"] <= 2:
+            raise StoreUnavailable("injected: the database is away")
+        return real_release(leases)
+
+    monkeypatch.setattr(store, "job_claim", claim)
+    monkeypatch.setattr(store, "job_release_many", release)
+    # (No rescue after the first pass: nobody takes the handed-back job meanwhile.)
+    worker = app.worker(concurrency=1, lease=lease, rescue_interval=3600)
+    thread = run_in_thread(worker, burst=True)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert sorted(ran) == [1, 2]  # each once
+    assert [a.outcome for a in app.store.attempt_list(late.id)] == ["released", "succeeded"]
+    assert [a.outcome for a in app.store.attempt_list(lost.id)] == ["succeeded"]

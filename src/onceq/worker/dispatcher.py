@@ -113,6 +113,9 @@ class Worker:
         self._idle = False
         self._unconfirmed = False  # a claim's answer was lost: what it took is not known
         self._to_release: list[Lease] = []  # to hand back, until the store has answered
+        # Leases held in the store that this worker will not run: being handed back, or
+        # whose outcome could not be recorded at all. Never adopted.
+        self._disowned: set[LeaseKey] = set()
         self._threads: ThreadPool | None = None
         self._loop: LoopThread | None = None
         self._waker: Waker | None = None
@@ -223,7 +226,8 @@ class Worker:
         """A claim's answer was lost: take on what it claimed (or hand it back, when
         draining). The store settled that claim's transaction before answering this."""
         sent = time.monotonic()
-        found = self.store.job_adopt(self.name, self.leases.keys(), self.lease)
+        known = [*self.leases.keys(), *self._disowned]
+        found = self.store.job_adopt(self.name, known, self.lease)
         self._unconfirmed = False
         for lease in found:
             logs.event(log, logging.WARNING, "job.adopted", job=lease.job_id, task=lease.task,
@@ -378,12 +382,14 @@ class Worker:
         answered: an answer lost on the way is sent again, and answered the same."""
         pending = [x for x in leases if x not in self._to_release]
         self._to_release += pending
+        self._disowned.update((x.job_id, x.token) for x in pending)
         try:
             released = self.store.job_release_many(list(self._to_release))
         except Exception as exc:
             log.error("could not hand back %d jobs yet (%s)", len(self._to_release), exc)
             return
         for lease in self._to_release:
+            self._disowned.discard((lease.job_id, lease.token))  # not running under us now
             if (lease.job_id, lease.token) in released:
                 self.counts["released"] += 1
                 logs.event(log, logging.INFO, "job.released", job=lease.job_id,

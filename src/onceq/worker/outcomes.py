@@ -154,6 +154,7 @@ class Recorder:
             except Exception as again:
                 log.error("job %s: dropping its outcome (%s); its lease will expire",
                           outcome.held.lease.job_id, again)  # fmt: skip
+                self.worker._disowned.add(outcome.held.key)  # ran once: never adopted
                 status = None
         self.unwritten.remove(outcome)
         self.worker._finish(outcome, status, error=error)
