@@ -256,8 +256,8 @@ def test_a_lease_counts_from_before_its_claim_was_sent(
     real = app.store.job_claim
     slow: list[bool] = []
 
-    def slow_answer(*args: Any) -> Any:
-        leases = real(*args)
+    def slow_answer(*args: Any, **options: Any) -> Any:
+        leases = real(*args, **options)
         if leases and not slow:
             slow.append(True)
             time.sleep(lease * 0.9)  # the answer is late: the lease is almost over

@@ -98,8 +98,8 @@ def test_two_faults_in_a_row_leave_no_slot_taken(app: App, monkeypatch: pytest.M
     armed = threading.Event()
     faults: list[str] = []
 
-    def first_answer_lost(*args: Any) -> Any:
-        answer = real(*args)  # committed...
+    def first_answer_lost(*args: Any, **options: Any) -> Any:
+        answer = real(*args, **options)  # committed...
         if not faults:
             faults.append("answer lost")
             armed.set()
@@ -145,9 +145,9 @@ def test_a_job_being_handed_back_is_not_adopted_and_run_meanwhile(
     real_claim, real_release = store.job_claim, store.job_release_many
     calls = {"claim": 0, "release": 0}
 
-    def claim(worker: str, queues: Any, limit: int, seconds: float) -> Any:
+    def claim(worker: str, queues: Any, limit: int, seconds: float, **options: Any) -> Any:
         calls["claim"] += 1
-        got = real_claim(worker, queues, 1, seconds)
+        got = real_claim(worker, queues, 1, seconds, **options)
         if calls["claim"] == 1:
             time.sleep(lease * 0.93)  # the answer comes too late: handed back, not started
         elif calls["claim"] == 2:
@@ -170,3 +170,54 @@ def test_a_job_being_handed_back_is_not_adopted_and_run_meanwhile(
     assert sorted(ran) == [1, 2]  # each once
     assert [a.outcome for a in app.store.attempt_list(late.id)] == ["released", "succeeded"]
     assert [a.outcome for a in app.store.attempt_list(lost.id)] == ["succeeded"]
+
+
+def test_adopting_takes_what_the_lost_claim_took_and_nothing_else(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two live workers share a name (nothing forbids it). One loses a claim's answer: it
+    must adopt the job that claim took, not the one the other worker is running under
+    the same name — that one would run twice at once, under one token."""
+    starts: list[tuple[int, str]] = []
+    release = threading.Event()
+
+    def make() -> App:
+        a = App(store_url)
+
+        @a.task(name="work")
+        def work(n: int) -> int:
+            starts.append((n, threading.current_thread().name))
+            if n == 1:
+                release.wait(30)
+            return n
+
+        return a
+
+    first, second = make(), make()
+    busy = first.enqueue("work", {"n": 1})
+    one = run_in_thread(first.worker(concurrency=1, name="w", lease=30), burst=True)
+    wait_for_running = time.monotonic() + 30
+    while first.get_job(busy.id).status != "running" and time.monotonic() < wait_for_running:
+        time.sleep(0.01)
+    lost = first.enqueue("work", {"n": 2})
+    real = second.store.job_claim
+
+    def claim_answer_lost(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # it commits...
+        monkeypatch.setattr(second.store, "job_claim", real)
+        raise OutcomeUnknown("injected: the answer to COMMIT was lost")
+
+    monkeypatch.setattr(second.store, "job_claim", claim_answer_lost)
+    other = second.worker(concurrency=2, name="w", lease=30)
+    two = run_in_thread(other, burst=True)
+    deadline = time.monotonic() + 30
+    while second.get_job(lost.id).status != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    one.join(30)
+    two.join(30)
+    assert sorted(n for n, _ in starts) == [1, 2]  # each once
+    assert other.counts["adopted"] == 1
+    assert [a.outcome for a in first.store.attempt_list(busy.id)] == ["succeeded"]
+    first.close()
+    second.close()

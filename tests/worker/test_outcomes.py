@@ -54,10 +54,10 @@ def test_a_batch_the_store_refuses_is_written_one_by_one(
     store = app.store
     real_batch, real_many = store.job_complete_and_claim, store.job_complete_many
 
-    def refuse(items: Any, *rest: Any) -> Any:
+    def refuse(items: Any, *rest: Any, **options: Any) -> Any:
         if any(lease.job_id == poisoned for lease, _ in items):
             raise ValueError("the database refused this batch")
-        return real_batch(items, *rest)
+        return real_batch(items, *rest, **options)
 
     def refuse_one(items: Any) -> Any:
         if any(lease.job_id == poisoned for lease, _ in items):

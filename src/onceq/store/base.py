@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -219,14 +220,22 @@ class Store(Transitions, ABC):
         return self.job_pending_exists(queues) or self.job_running_exists(queues)
 
     def job_claim(
-        self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        *,
+        claim: int | None = None,
     ) -> list[Lease]:
         """Move up to `limit` due jobs to running for `worker`, in one statement, and return
-        their leases: priority (high first), then run_at, then id. OutcomeUnknown: the
-        claim may have committed — `job_adopt` finds what it took."""
+        their leases: priority (high first), then run_at, then id. `claim` numbers this
+        claim (new_claim() by default): after OutcomeUnknown — it may have committed —
+        `job_adopt` finds exactly what it took."""
         if limit <= 0:
             return []
-        return rows.leases(self._in_tx(self._claim_step(worker, queues, limit, lease), ("claim",)))
+        step = self._claim_step(worker, queues, limit, lease, claim)
+        return rows.leases(self._in_tx(step, ("claim",)))
 
     def job_complete_and_claim(
         self,
@@ -235,21 +244,29 @@ class Store(Transitions, ABC):
         queues: Sequence[str] | None,
         limit: int,
         lease: float,
+        *,
+        claim: int | None = None,
     ) -> tuple[set[LeaseKey], list[Lease]]:
         """job_complete_many, then job_claim for the slots that frees, in one transaction:
         one commit (the costly part, on both backends) instead of two."""
         complete = self._complete_step(items)
-        claim = self._claim_step(worker, queues, limit, lease)
+        claiming = self._claim_step(worker, queues, limit, lease, claim)
         labels = ("complete", "claim") if limit > 0 else ("complete",)
         done, claimed = self._in_tx(
-            lambda tx: (complete(tx), claim(tx) if limit > 0 else []), labels
+            lambda tx: (complete(tx), claiming(tx) if limit > 0 else []), labels
         )
         return done, rows.leases(claimed)
 
     def _claim_step(
-        self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        claim: int | None,
     ) -> Callable[[Tx], list[Row]]:
-        params: Params = {"worker": worker, "limit": limit, "lease": float(lease)}
+        number = new_claim() if claim is None else claim
+        params: Params = {"worker": worker, "limit": limit, "lease": float(lease), "claim": number}
         if queues is None:
             name = "job_claim"
         elif len(queues) == 1:
@@ -257,19 +274,18 @@ class Store(Transitions, ABC):
         else:
             name, params["queues"] = "job_claim_queues", self._queues_param(queues)
 
-        def claim(tx: Tx) -> list[Row]:
+        def step(tx: Tx) -> list[Row]:
             claimed = tx.all(name, params)
             if claimed:
                 self._transition(tx, CLAIM, claimed)
             return claimed
 
-        return claim
+        return step
 
-    def job_adopt(self, worker: str, known: Sequence[LeaseKey], lease: float) -> list[Lease]:
-        """Every job running under `worker` but not among the leases it `known`s to hold
-        — what a claim whose answer was lost took for it — with its lease extended, to
-        be run (or released) by that worker."""
-        params = {"worker": worker, "known": json.dumps(known), "lease": float(lease)}
+    def job_adopt(self, worker: str, claims: Sequence[int], lease: float) -> list[Lease]:
+        """The jobs that `worker`'s `claims` (whose answers were lost) took and that still
+        run under them, with their leases extended: to be run (or released) by it."""
+        params = {"worker": worker, "claims": json.dumps(list(claims)), "lease": float(lease)}
         return rows.leases(self._in_tx(lambda tx: tx.all("job_adopt", params), ("adopt",)))
 
     def job_heartbeat(self, leases: Sequence[Lease], lease: float) -> set[LeaseKey]:
@@ -520,6 +536,12 @@ class Store(Transitions, ABC):
         """The results of a step's jobs, in item order (None for unfinished ones)."""
         found = self._read(lambda tx: tx.all("job_step_results", {"run_id": run_id, "step": step}))
         return [rows.json_or_raw(r["result"]) for r in found]
+
+
+def new_claim() -> int:
+    """A number for one claim call, so that what it took can be found again (62 random
+    bits: no two claims in a store's life will share one)."""
+    return secrets.randbits(62)
 
 
 def schema_too_new(current: int, known: int) -> str:

@@ -39,6 +39,7 @@ from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
 from onceq.store import jsoncodec
+from onceq.store.base import new_claim
 from onceq.store.wakeup import Waker
 from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
@@ -111,11 +112,8 @@ class Worker:
         self._services_stop = threading.Event()  # later than _stop: drains need leases too
         self._draining = False
         self._idle = False
-        self._unconfirmed = False  # a claim's answer was lost: what it took is not known
+        self._unconfirmed: list[int] = []  # claims whose answer was lost, by number
         self._to_release: list[Lease] = []  # to hand back, until the store has answered
-        # Leases held in the store that this worker will not run: being handed back, or
-        # whose outcome could not be recorded at all. Never adopted.
-        self._disowned: set[LeaseKey] = set()
         self._threads: ThreadPool | None = None
         self._loop: LoopThread | None = None
         self._waker: Waker | None = None
@@ -207,15 +205,17 @@ class Worker:
         if self._draining or self._stop.is_set():
             free = 0
         sent = time.monotonic()  # a lease is sure from no later than this
+        claim = new_claim()
         try:
             if successes:
-                leases = self.recorder.write_successes(successes, free)
+                leases = self.recorder.write_successes(successes, free, claim)
             elif free > 0 and (not self._idle or self.store.job_claimable(self.queues)):
-                leases = self.store.job_claim(self.name, self.queues, free, self.lease)
+                leases = self.store.job_claim(self.name, self.queues, free, self.lease, claim=claim)
             else:
                 return started
         except OutcomeUnknown:
-            self._unconfirmed = self._unconfirmed or free > 0
+            if free > 0:  # it claimed, or not: job_adopt will tell
+                self._unconfirmed.append(claim)
             raise
         self._idle = not leases
         for lease in leases:  # already `running` in the store: safe to hand over
@@ -226,9 +226,8 @@ class Worker:
         """A claim's answer was lost: take on what it claimed (or hand it back, when
         draining). The store settled that claim's transaction before answering this."""
         sent = time.monotonic()
-        known = [*self.leases.keys(), *self._disowned]
-        found = self.store.job_adopt(self.name, known, self.lease)
-        self._unconfirmed = False
+        found = self.store.job_adopt(self.name, self._unconfirmed, self.lease)
+        self._unconfirmed = []
         for lease in found:
             logs.event(log, logging.WARNING, "job.adopted", job=lease.job_id, task=lease.task,
                        token=lease.token, worker=self.name)  # fmt: skip
@@ -380,16 +379,13 @@ class Worker:
     def _release(self, leases: Sequence[Lease]) -> None:
         """Hand leases back (pending again, attempt given back), until the store has
         answered: an answer lost on the way is sent again, and answered the same."""
-        pending = [x for x in leases if x not in self._to_release]
-        self._to_release += pending
-        self._disowned.update((x.job_id, x.token) for x in pending)
+        self._to_release += [x for x in leases if x not in self._to_release]
         try:
             released = self.store.job_release_many(list(self._to_release))
         except Exception as exc:
             log.error("could not hand back %d jobs yet (%s)", len(self._to_release), exc)
             return
         for lease in self._to_release:
-            self._disowned.discard((lease.job_id, lease.token))  # not running under us now
             if (lease.job_id, lease.token) in released:
                 self.counts["released"] += 1
                 logs.event(log, logging.INFO, "job.released", job=lease.job_id,

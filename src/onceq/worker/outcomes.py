@@ -85,17 +85,20 @@ class Recorder:
         for outcome in [o for o in self.unwritten if o.error is not None]:
             self._guarded(outcome, lambda o=outcome: self._write_failure(o))  # type: ignore[misc]
 
-    def write_successes(self, outcomes: list[Outcome], claim: int) -> list[Lease]:
-        """One transaction: the results, then a claim for `claim` slots. If the batch
-        cannot be written for a reason other than an unreachable database, each outcome
-        is written on its own, so that one bad outcome cannot hold up the others."""
+    def write_successes(
+        self, outcomes: list[Outcome], free: int, claim: int | None = None
+    ) -> list[Lease]:
+        """One transaction: the results, then a claim (numbered `claim`) for `free` slots.
+        If the batch cannot be written for a reason other than an unreachable database,
+        each outcome is written on its own, so that one bad outcome cannot hold up the
+        others."""
         w = self.worker
         for o in outcomes:
             o.held.recording = True
         items = [(o.held.lease, o.result or "null") for o in outcomes]
         try:
             written, leases = self.store.job_complete_and_claim(
-                items, w.name, w.queues, claim, w.lease
+                items, w.name, w.queues, free, w.lease, claim=claim
             )
         except StoreUnavailable:
             raise  # kept: the next pass sends them again
@@ -154,7 +157,6 @@ class Recorder:
             except Exception as again:
                 log.error("job %s: dropping its outcome (%s); its lease will expire",
                           outcome.held.lease.job_id, again)  # fmt: skip
-                self.worker._disowned.add(outcome.held.key)  # ran once: never adopted
                 status = None
         self.unwritten.remove(outcome)
         self.worker._finish(outcome, status, error=error)

@@ -108,7 +108,7 @@ WITH picked AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = clock_timestamp()
+        worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -132,7 +132,7 @@ WITH picked AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = clock_timestamp()
+        worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -157,7 +157,7 @@ WITH picked AS (
     UPDATE onceq_jobs AS j
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
-        worker = %(worker)s, started_at = clock_timestamp()
+        worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
     RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
@@ -301,16 +301,12 @@ UNION ALL
 SELECT id, token, 'pending', NULL, NULL, NULL, true FROM earlier WHERE outcome = 'released';
 
 -- name: job_adopt
--- Every job running under %(worker)s that is not among the leases it knows it holds
--- (%(known)s, [[id, token], ...]): what a claim whose answer was lost took for it. Its
--- lease is extended, and it comes back to be run. (Through the index of running jobs.)
-WITH known AS (
-    SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
-    FROM json_array_elements(%(known)s::json) AS e
-)
+-- The jobs that %(worker)s's claims in %(claims)s (a JSON array of claim numbers) took
+-- and that still run under them: claims whose answer was lost. Their leases are
+-- extended, and they come back to be run. (Through the index of running jobs.)
 UPDATE onceq_jobs AS j SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
 WHERE j.status = 'running' AND j.worker = %(worker)s
-  AND (j.id, j.lease_token) NOT IN (SELECT id, token FROM known)
+  AND j.claim IN (SELECT v::bigint FROM json_array_elements_text(%(claims)s::json) AS v)
 RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
           j.run_id, j.step, j.item, j.priority, j.run_at;
 

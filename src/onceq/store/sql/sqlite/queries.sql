@@ -56,7 +56,8 @@ SELECT * FROM onceq_jobs WHERE key = :key;
 -- statement correct on its own. RETURNING order is unspecified: the caller sorts.
 UPDATE onceq_jobs
 SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
-    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now,
+    claim = :claim
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND substr(queue, 1, 6) <> 'onceq.'  -- reserved queues: named ones only
@@ -70,7 +71,8 @@ RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, st
 -- As job_claim, for one queue: an ordered walk of the (queue, priority, run_at, id) index.
 UPDATE onceq_jobs
 SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
-    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now,
+    claim = :claim
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND queue = :queue
@@ -85,7 +87,8 @@ RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, st
 -- The IN list costs a sort of those queues' due jobs: prefer one queue per worker.
 UPDATE onceq_jobs
 SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
-    lease_expires_at = :now + :lease, worker = :worker, started_at = :now
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now,
+    claim = :claim
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND queue IN (SELECT value FROM json_each(:queues))
@@ -178,12 +181,12 @@ WHERE +status = 'running'
 RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
 
 -- name: job_adopt
--- Every job running under :worker that is not among the leases it knows it holds
--- (:known, [[id, token], ...]): what a claim whose answer was lost took for it. Its lease
--- is extended, and it comes back to be run. (Through the index of running jobs.)
+-- The jobs that :worker's claims in :claims (a JSON array of claim numbers) took and
+-- that still run under them: claims whose answer was lost. Their leases are extended,
+-- and they come back to be run. (Through the index of running jobs.)
 UPDATE onceq_jobs SET lease_expires_at = :now + :lease
 WHERE status = 'running' AND lease_expires_at IS NOT NULL AND worker = :worker
-  AND (id, lease_token) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(:known))
+  AND claim IN (SELECT value FROM json_each(:claims))
 RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
           priority, run_at;
 

@@ -15,3 +15,7 @@ CREATE TABLE onceq_step_items (
     PRIMARY KEY (run_id, step, item),
     FOREIGN KEY (run_id, step) REFERENCES onceq_steps (run_id, step) ON DELETE CASCADE
 );
+
+-- Which claim took a job (a random number per claim call): after a claim whose answer
+-- was lost, its worker adopts exactly the jobs that claim took, and nothing else.
+ALTER TABLE onceq_jobs ADD COLUMN claim bigint;
