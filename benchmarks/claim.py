@@ -50,7 +50,14 @@ def _bare_sqlite_loop(path: str, worker: str, batch: int) -> int:
         conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute(
             q["job_claim_queue"],
-            {"now": now, "lease": 60.0, "worker": worker, "limit": batch, "queue": "default"},
+            {
+                "now": now,
+                "lease": 60.0,
+                "worker": worker,
+                "limit": batch,
+                "queue": "default",
+                "claim": 1,
+            },
         ).fetchall()
         leases = json.dumps([[r[0], r[1]] for r in rows])
         conn.execute(q["attempt_insert_claimed"], {"leases": leases})
@@ -80,7 +87,7 @@ def _bare_pg_loop(conninfo: str, schema: str, worker: str, batch: int) -> int:
         with conn.transaction():
             rows = conn.execute(
                 q["job_claim_queue"],
-                {"lease": 60.0, "worker": worker, "limit": batch, "queue": "default"},
+                {"lease": 60.0, "worker": worker, "limit": batch, "queue": "default", "claim": 1},
             ).fetchall()
         if not rows:
             break

@@ -34,7 +34,7 @@ def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
         with store.pool.connection() as conn:
             conn.execute("ANALYZE onceq_jobs")
         store.job_insert_many([NewJob(task="t", args={"i": i}) for i in range(5000)])
-        params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default"}
+        params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default", "claim": 1}
         plan = _plan(store, statement, params)
         assert "Index Scan using onceq_jobs_claim_" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan, plan
