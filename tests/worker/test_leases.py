@@ -268,3 +268,60 @@ def test_a_lease_counts_from_before_its_claim_was_sent(
     assert ran == [1]  # run once, under the second lease
     outcomes = [a.outcome for a in app.store.attempt_list(job.id)]
     assert outcomes == ["released", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_what_a_handler_returns_after_its_worker_gave_the_lease_up_does_not_count(
+    app: App, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """One heartbeat stalls for most of the lease, then gets through: the lease keeper
+    has given the lease up meanwhile and told the handler, which stops early (a thread
+    handler returns what it has; a coroutine is cancelled). The store still held the
+    lease, but that early result must not be recorded as the job's: the lease goes back
+    as lost, and the job runs again, whole."""
+    finished: list[int] = []
+
+    def whole() -> str:
+        finished.append(current_job().attempt)
+        return "whole"
+
+    if kind == "thread":
+
+        @app.task(name="long", retries=1)
+        def long() -> str:
+            if current_job().attempt == 1:
+                while not current_job().should_stop():
+                    time.sleep(0.01)
+                return "partial"
+            return whole()
+    else:
+
+        @app.task(name="long", retries=1)
+        async def long_async() -> str:
+            if current_job().attempt == 1:
+                await asyncio.sleep(60)  # cancelled when the lease is given up
+            return whole()
+
+    job = app.enqueue("long")
+    real = app.store.job_heartbeat
+    stall = threading.Event()
+
+    def one_slow_heartbeat(*args: Any, **kwargs: Any) -> Any:
+        if stall.is_set():
+            stall.clear()
+            time.sleep(2.2)  # most of the 3 s lease: then it gets through
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app.store, "job_heartbeat", one_slow_heartbeat)
+    worker = app.worker(concurrency=1, lease=3.0)
+    thread = run_in_thread(worker, burst=True)
+    eventually(lambda: app.get_job(job.id).status == "running")
+    stall.set()
+    thread.join(60)
+    assert not thread.is_alive()
+    done = app.get_job(job.id)
+    assert (done.status, done.result, finished) == ("succeeded", "whole", [2])
+    first, second = app.store.attempt_list(job.id)
+    assert first.outcome == "lease_expired" and "given up" in (first.error or "")
+    assert first.rejected == ("complete" if kind == "thread" else "fail")  # sent, refused
+    assert second.outcome == "succeeded"

@@ -33,6 +33,7 @@ from onceq.store.transitions import (
     CLAIM,
     COMPLETE,
     FAIL,
+    GIVE_UP,
     HEARTBEAT,
     RELEASE,
     RESCUE,
@@ -364,6 +365,21 @@ class Store(Transitions, ABC):
             return self._transition(tx, RELEASE, tx.all("job_release", params), keys).written
 
         return self._in_tx(release, ("release",))
+
+    def job_give_up(self, leases: Sequence[Lease], error: str) -> set[LeaseKey]:
+        """Leases their own worker gave up (its handler was told to stop; what it returns
+        cannot count): pending again, or failed when out of attempts — a rescue, without
+        waiting for the lease to expire. Returns those no longer held (now, or before)."""
+        if not leases:
+            return set()
+        keys = [(x.job_id, x.token) for x in leases]
+        params = {"error": error, **self._leases_param(keys)}
+
+        def give_up(tx: Tx) -> set[LeaseKey]:
+            found = tx.all("job_give_up", params)
+            return self._transition(tx, GIVE_UP, found, keys, error=error).written
+
+        return self._in_tx(give_up, ("give_up",))
 
     def job_rescue(self) -> list[Rescued]:
         """Jobs whose lease expired go back to pending, or to failed when out of attempts.

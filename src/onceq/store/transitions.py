@@ -53,6 +53,8 @@ COMPLETE = Op("complete", "succeeded", frozenset({"succeeded"}), advances=True, 
 FAIL = Op("fail", None, frozenset({"retried", "failed"}), True, True, attempts=True)
 RELEASE = Op("release", "released", frozenset({"released"}), requeues=True, attempts=True)
 RESCUE = Op("rescue", None, advances=True, requeues=True, attempts=True)
+# A lease its own worker gave up: a rescue, sooner. Sent again, it finds it done.
+GIVE_UP = Op("give_up", "lease_expired", frozenset({"lease_expired"}), True, True, attempts=True)
 CANCEL = Op("cancel", "cancelled", advances=True, attempts=True)  # a running job
 CANCEL_PENDING = Op("cancel", advances=True)  # no attempt of it is open
 UNREADABLE = Op("unreadable", advances=True)  # a pending row no worker can read: failed
@@ -248,10 +250,10 @@ class Transitions:
     def _note(self, tx: Tx, op: Op, done: Recorded, outcome: str | None) -> None:
         """What to log once the transaction has committed."""
         add = tx.notes.append
-        if op is RESCUE:
+        if op is RESCUE or op is GIVE_UP:
             for c in done.changes:
                 add(note(logging.WARNING, "job.rescued", job=c.job_id, token=c.token,
-                         why=outcome, now=c.status))  # fmt: skip
+                         why=outcome or op.outcome, now=c.status))  # fmt: skip
         for job_id, token in done.replayed:
             add(note(logging.INFO, "job.write_replayed", op=op.name, job=job_id, token=token,
                      answer="already recorded"))  # fmt: skip

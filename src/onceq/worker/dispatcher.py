@@ -104,7 +104,7 @@ class Worker:
         self.leases = Leases()
         self.heartbeat = Heartbeat(self.store, self.leases, lease, self._lose)
         self.heartbeat_interval = self.heartbeat.interval
-        self.keeper = LeaseKeeper(self.leases, lease, self.heartbeat_interval / 2, self._lose)
+        self.keeper = LeaseKeeper(self.leases, lease, self.heartbeat_interval / 2, self._give_up)
         self.rescuer = Rescuer(self.store, rescue_interval or min(max(lease / 4, 0.25), 5.0))
         self.recorder = Recorder(self)
         self._wake = threading.Event()
@@ -188,6 +188,7 @@ class Worker:
         claimed (or adopted)."""
         now = time.monotonic() if now is None else now
         self.recorder.collect()
+        self.recorder.give_up()
         self.recorder.write_failures()
         self._expire_timeouts(now)
         self.keeper.run_once(now)  # before any rescue: see Rescuer
@@ -338,7 +339,13 @@ class Worker:
 
     # -- outcomes ------------------------------------------------------------------
 
-    def _finish(self, outcome: Outcome, status: str | None, error: str | None = None) -> None:
+    def _finish(
+        self,
+        outcome: Outcome,
+        status: str | None,
+        error: str | None = None,
+        why: str = "lease no longer held",
+    ) -> None:
         """An outcome's write is answered: free its slot, count it, say so. Reads and
         writes nothing, so it cannot fail between the store's answer and the slot."""
         held = outcome.held
@@ -348,8 +355,8 @@ class Worker:
         if status is None:
             self.counts["rejected"] += 1
             logs.event(log, logging.WARNING, "job.result_rejected", job=job, task=task,
-                       token=held.lease.token, reason="lease no longer held",
-                       late=outcome.late, worker=self.name)  # fmt: skip
+                       token=held.lease.token, reason=why, late=outcome.late,
+                       worker=self.name)  # fmt: skip
         elif status == "succeeded":
             self.counts["succeeded"] += 1
             logs.event(log, logging.INFO, "job.succeeded", job=job, task=task,
@@ -366,6 +373,11 @@ class Worker:
     def heartbeat_once(self) -> set[LeaseKey]:
         """Extend every held lease in one statement; tell the handlers of lost ones."""
         return self.heartbeat.run_once()
+
+    def _give_up(self, held: Held, why: str) -> None:
+        """The keeper's verdict: this worker cannot be sure of the lease any more."""
+        held.given_up = True
+        self._lose(held, why)
 
     def _lose(self, held: Held, why: str) -> None:
         if not self.leases.mark_lost(held):

@@ -47,6 +47,16 @@ class Held:
     aio: asyncio.Task[None] | None = None  # async handlers: cancelled on lease loss
     started: float = field(default_factory=time.monotonic)
     recording: bool = False  # its outcome is being written: a heartbeat miss is no loss
+    # Given up by this worker (its keeper): the store may still hold the lease, but what
+    # the handler returns cannot count. Its outcome is written only once the store has
+    # the lease back (`surrendered`): the store then refuses it, and says so.
+    given_up: bool = False
+    surrendered: bool = False
+
+    @property
+    def writable(self) -> bool:
+        """Whether its outcome may be sent to the store now."""
+        return self.surrendered or not self.given_up
 
     @property
     def key(self) -> LeaseKey:

@@ -6,6 +6,10 @@
   is never refused for its own earlier sending, and never written twice.
 - One outcome the database refuses (a result or an error it cannot store): the batch is
   written one by one, and that one is recorded as a failure saying why.
+- The outcome of a lease this worker gave up itself (no heartbeat got through in time:
+  its handler was told to stop) must not count, even if the store still holds the
+  lease: the lease is first handed back as lost (`job_give_up`, like an expired one),
+  and only then is the outcome sent — to be refused, and noted as such.
 - Once the store has answered, the bookkeeping cannot fail: it reads nothing more, so
   a slot is always freed.
 """
@@ -70,19 +74,31 @@ class Recorder:
         return bool(self.unwritten) or not self._arrived.empty()
 
     def successes(self) -> list[Outcome]:
-        return [o for o in self.unwritten if o.error is None]
+        return [o for o in self.unwritten if o.error is None and o.held.writable]
 
     def flush(self) -> None:
         """Write every outcome that arrived, claiming nothing (for the drain)."""
         self.collect()
+        self.give_up()
         self.write_failures()
         successes = self.successes()
         if successes:
             self.write_successes(successes, 0)
 
+    def give_up(self) -> None:
+        """Hand back, as lost, the leases of the outcomes that cannot count; then those
+        outcomes go the way of any other (and are refused)."""
+        held = {id(o.held): o.held for o in self.unwritten if not o.held.writable}
+        if not held:
+            return
+        why = f"lease given up by {self.worker.name}: no heartbeat got through in time"
+        self.store.job_give_up([h.lease for h in held.values()], why)  # kept if it raises
+        for h in held.values():
+            h.surrendered = True
+
     def write_failures(self) -> None:
         """Failures first, one transaction each (they are few, and some advance runs)."""
-        for outcome in [o for o in self.unwritten if o.error is not None]:
+        for outcome in [o for o in self.unwritten if o.error is not None and o.held.writable]:
             self._guarded(outcome, lambda o=outcome: self._write_failure(o))  # type: ignore[misc]
 
     def write_successes(
@@ -155,11 +171,24 @@ class Recorder:
             except StoreUnavailable:
                 raise
             except Exception as again:
-                log.error("job %s: dropping its outcome (%s); its lease will expire",
-                          outcome.held.lease.job_id, again)  # fmt: skip
+                log.error("job %s: its outcome cannot be written (%s); handing the lease "
+                          "back as lost", outcome.held.lease.job_id, again)  # fmt: skip
+                self._give_up_alone(outcome, clean(error))
                 status = None
         self.unwritten.remove(outcome)
         self.worker._finish(outcome, status, error=error)
+
+    def _give_up_alone(self, outcome: Outcome, why: str) -> None:
+        """Neither the outcome nor a failure saying why could be written: the job goes
+        back as a lost lease would (an attempt spent); failing even that, the lease is
+        left to expire."""
+        try:
+            self.store.job_give_up([outcome.held.lease], why)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.error("job %s: dropping its outcome (%s); its lease will expire",
+                      outcome.held.lease.job_id, exc)  # fmt: skip
 
 
 def describe(exc: BaseException) -> str:

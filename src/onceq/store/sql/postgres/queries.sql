@@ -337,6 +337,42 @@ WITH picked AS (
 )
 SELECT * FROM done;
 
+-- name: job_give_up
+-- Leases their own worker gave up (no heartbeat got through in time, so its handler was
+-- told to stop, and whatever it returns cannot count): pending again while attempts
+-- remain, else failed, exactly as a rescue of an expired lease would do, only sooner. A
+-- lease whose attempt already ended that way (this same give-up, its answer lost; or a
+-- rescue) comes back as `replayed`.
+WITH v AS (
+    SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
+    FROM json_array_elements(%(leases)s::json) AS e
+), locked AS MATERIALIZED (
+    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
+    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+        run_at = now(),
+        finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+        worker = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE j.worker END,
+        lease_expires_at = NULL, last_error = %(error)s, last_traceback = NULL
+    FROM v, locked
+    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+), ended AS (
+    UPDATE onceq_attempts AS a
+    SET ended_at = now(), outcome = 'lease_expired', error = %(error)s
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
+)
+SELECT id, token, status, run_id, step, item, false AS replayed FROM done
+UNION ALL
+SELECT id, token, 'pending', NULL, NULL, NULL, true FROM earlier
+WHERE outcome = 'lease_expired';
+
 -- name: attempt_list
 SELECT * FROM onceq_attempts WHERE job_id = %(job_id)s ORDER BY token;
 

@@ -207,6 +207,20 @@ WHERE status = 'running' AND lease_expires_at IS NOT NULL
   AND CASE WHEN :worker IS NULL THEN lease_expires_at < :now ELSE worker = :worker END
 RETURNING id, lease_token AS token, status, run_id, step, item;
 
+-- name: job_give_up
+-- Leases their own worker gave up (no heartbeat got through in time, so its handler was
+-- told to stop, and whatever it returns cannot count): pending again while attempts
+-- remain, else failed, exactly as a rescue of an expired lease would do, only sooner.
+UPDATE onceq_jobs
+SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at = :now,
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+    worker = CASE WHEN attempts < max_attempts THEN NULL ELSE worker END,
+    lease_expires_at = NULL, last_error = :error, last_traceback = NULL
+WHERE +status = 'running'
+  AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
+RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
+
 -- name: attempt_end
 -- Closes the attempt records of the leases in :leases with one outcome.
 UPDATE onceq_attempts SET ended_at = :now, outcome = :outcome, error = :error
