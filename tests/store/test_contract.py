@@ -171,11 +171,15 @@ def test_fail_retries_while_attempts_remain_then_fails(store: Store) -> None:
         "second",
         "tb2",
     )
-    # Sent again under the same lease: already recorded; the first error is kept.
-    assert store.job_fail(Failure(b, "again", retry_in=0)) == "failed"
-    assert store.job_get(job.id).last_error == "second"
-    assert store.job_fail(Failure(a, "again", retry_in=0)) == "pending"
+    # Sent again under the same lease (its answer lost): already recorded, nothing new.
+    assert store.job_fail(Failure(b, "second", "tb2", retry_in=0)) == "failed"
+    assert store.job_fail(Failure(a, "first", "tb1", retry_in=0)) == "pending"
     assert [x.rejected for x in store.attempt_list(job.id)] == [None, None]
+    # Another failure under a lease that already failed (a timed-out thread's late one)
+    # is not the same write: refused, and the first error is kept.
+    assert store.job_fail(Failure(b, "late", retry_in=0)) is None
+    assert store.job_get(job.id).last_error == "second"
+    assert [x.rejected for x in store.attempt_list(job.id)] == [None, "fail"]
 
 
 def test_fail_with_delay_schedules_the_retry(store: Store) -> None:

@@ -134,3 +134,41 @@ def test_a_claim_made_after_its_transaction_waited_gets_a_lease_that_is_not_born
     assert job.started_at >= released[0]  # type: ignore[operator]
     assert (job.lease_expires_at - job.started_at).total_seconds() == pytest.approx(lease, abs=0.01)
     app.close()
+
+
+def test_a_heartbeat_does_not_wait_behind_a_transaction_holding_one_of_its_jobs(
+    pg_url: str,
+) -> None:
+    """A worker's completion can hold its job's row for a while (it may start a large
+    fan-out). The same worker's heartbeat used to wait behind it, and every other lease
+    of that worker went unrenewed meanwhile. It now extends the others at once, and
+    reports the locked one busy: neither extended nor refused."""
+    import threading
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    store.job_insert_many([NewJob(task="t") for _ in range(2)])
+    slow, other = store.job_claim("w", None, 2, 30.0)
+    locked, answered = threading.Event(), threading.Event()
+
+    def hold(job_id: int) -> None:  # as the worker's own completion of `slow` would
+        schema = pg_url.split("schema=")[1]
+        with psycopg.connect(pg_url.split("?")[0], options=f"-c search_path={schema}") as conn:
+            conn.execute("SELECT id FROM onceq_jobs WHERE id = %s FOR UPDATE", (job_id,))
+            locked.set()
+            answered.wait(30)  # held until the heartbeat has answered (or 30 s)
+
+    holder = threading.Thread(target=hold, args=(slow.job_id,))
+    holder.start()
+    assert locked.wait(10)
+    try:
+        kept = store.job_heartbeat([slow, other], 30.0)
+        still_locked = holder.is_alive()
+    finally:
+        answered.set()
+        holder.join(10)
+    assert still_locked  # it answered while the row was still locked
+    assert kept == {(other.job_id, other.token)}
+    assert kept.busy == {(slow.job_id, slow.token)}
+    assert [a.rejected for a in store.attempt_list(slow.job_id)] == [None]
+    store.close()

@@ -206,7 +206,8 @@ def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
 ) -> None:
     """The supervisor queues the workers it saw die; rescuing the first one's jobs fails
     (the database refuses, for now). The second one's jobs must be put back all the
-    same, in the same turn, and the first retried at the next."""
+    same, in the same turn, and the first retried at the next. (With the database
+    unreachable, a turn stops at the first: each would only wait for it.)"""
     from onceq.errors import StoreUnavailable
     from onceq.models import NewJob
 
@@ -220,7 +221,7 @@ def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
 
     def refuses_the_first(name: str, reason: str) -> Any:
         if name == "dead-1":
-            raise StoreUnavailable("injected: not now")
+            raise ValueError("injected: this one cannot be put back now")
         return real(name, reason)
 
     monkeypatch.setattr(app.store, "job_rescue_worker", refuses_the_first)
@@ -230,3 +231,14 @@ def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
     monkeypatch.undo()
     supervisor.run_once(0.0)
     assert app.get_job(first.id).status == "pending" and supervisor.rescued == 2
+    calls: list[str] = []
+
+    def unreachable(name: str, reason: str) -> Any:
+        calls.append(name)
+        raise StoreUnavailable("injected: the database is away")
+
+    monkeypatch.setattr(app.store, "job_rescue_worker", unreachable)
+    supervisor._unrescued = [("dead-3", "signal SIGKILL"), ("dead-4", "signal SIGKILL")]
+    supervisor.run_once(0.0)
+    assert calls == ["dead-3"]  # not one wait per dead worker
+    assert supervisor._unrescued == [("dead-3", "signal SIGKILL"), ("dead-4", "signal SIGKILL")]

@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -289,18 +289,23 @@ class Store(Transitions, ABC):
         params = {"worker": worker, "claims": json.dumps(list(claims)), "lease": float(lease)}
         return rows.leases(self._in_tx(lambda tx: tx.all("job_adopt", params), ("adopt",)))
 
-    def job_heartbeat(self, leases: Sequence[Lease], lease: float) -> set[LeaseKey]:
+    def job_heartbeat(self, leases: Sequence[Lease], lease: float) -> Kept:
         """Extend every lease still held, in one statement; return those kept, as
-        (job id, token) — one job may have an old and a new lease in the same worker."""
+        (job id, token) — one job may have an old and a new lease in the same worker —
+        and, in `.busy`, those held but locked by another transaction at that moment
+        (the worker's own completion of them): neither extended nor refused."""
         if not leases:
-            return set()
+            return Kept()
         keys = [(x.job_id, x.token) for x in leases]
         params = {"lease": float(lease), **self._leases_param(keys)}
 
-        def beat(tx: Tx) -> set[LeaseKey]:
-            kept = tx.all("job_heartbeat", params)
-            self._transition(tx, HEARTBEAT, kept, keys)
-            return {(r["id"], r["token"]) for r in kept}
+        def beat(tx: Tx) -> Kept:
+            found = tx.all("job_heartbeat", params)
+            kept = Kept((r["id"], r["token"]) for r in found if not r["busy"])
+            kept.busy = {(r["id"], r["token"]) for r in found if r["busy"]}
+            held = [r for r in found if not r["busy"]]
+            self._transition(tx, HEARTBEAT, held, [k for k in keys if k not in kept.busy])
+            return kept
 
         return self._in_tx(beat, ("heartbeat",))
 
@@ -552,6 +557,17 @@ class Store(Transitions, ABC):
         """The results of a step's jobs, in item order (None for unfinished ones)."""
         found = self._read(lambda tx: tx.all("job_step_results", {"run_id": run_id, "step": step}))
         return [rows.json_or_raw(r["result"]) for r in found]
+
+
+class Kept(set[LeaseKey]):
+    """The leases a heartbeat extended; `busy`: those it could neither extend nor refuse
+    (another transaction had them locked)."""
+
+    busy: set[LeaseKey]
+
+    def __init__(self, keys: Iterable[LeaseKey] = ()) -> None:
+        super().__init__(keys)
+        self.busy = set()
 
 
 def new_claim() -> int:

@@ -314,7 +314,7 @@ class SqliteStore(Store):
         replayed: dict[LeaseKey, str] = {}
         if op.replays:
             for r in tx.all("attempt_outcomes", self._leases_param(missing)):
-                if r["outcome"] in op.replays:
+                if r["outcome"] in op.replays and (not op.same_error or r["error"] == error):
                     replayed[(r["job_id"], r["token"])] = r["outcome"]
         stale = [k for k in missing if k not in replayed]
         if stale:

@@ -45,12 +45,15 @@ class Op:
     advances: bool = False  # a final status it sets advances the job's workflow run
     requeues: bool = False  # it may send workflow jobs back to pending
     attempts: bool = False  # it ends (or, for a claim, starts) attempt records
+    same_error: bool = False  # a replay also carries the error the attempt ended with
 
 
 CLAIM = Op("claim", attempts=True)
 HEARTBEAT = Op("heartbeat", attempts=True)  # no status change: only stale ones are noted
 COMPLETE = Op("complete", "succeeded", frozenset({"succeeded"}), advances=True, attempts=True)
-FAIL = Op("fail", None, frozenset({"retried", "failed"}), True, True, attempts=True)
+# (A failure sent again carries the same error; a timed-out thread's late failure under
+# the same lease is another one, and refused.)
+FAIL = Op("fail", None, frozenset({"retried", "failed"}), True, True, True, same_error=True)
 RELEASE = Op("release", "released", frozenset({"released"}), requeues=True, attempts=True)
 RESCUE = Op("rescue", None, advances=True, requeues=True, attempts=True)
 # A lease its own worker gave up: a rescue, sooner. Sent again, it finds it done.
@@ -178,23 +181,34 @@ class Transitions:
                 Change(op.name, r["id"], r["token"], r["status"], r["run_id"], r["step"], r["item"])
                 for r in kept
             ]
-        if op.requeues:
-            done.changes = self._orphans(tx, done.changes)
-        if op.advances:
-            self._advance(tx, done.changes)
+        if op.requeues or op.advances:
+            done.changes = self._follow_runs(tx, op, done.changes)
         self._note(tx, op, done, outcome)
         return done
 
-    def _orphans(self, tx: Tx, changes: list[Change]) -> list[Change]:
+    def _follow_runs(self, tx: Tx, op: Op, changes: list[Change]) -> list[Change]:
+        """The runs of these changes: each one touched is locked once, all in run id
+        order (one lock order for every transaction, after the job rows), then the
+        retries of ended runs are cancelled and the finished jobs advance their runs."""
+        requeued = {c.run_id for c in changes if c.run_id and c.status == "pending"}
+        finished = {c.run_id for c in changes if c.run_id and c.status in FINISHED}
+        touched = (requeued if op.requeues else set()) | (finished if op.advances else set())
+        if not touched:
+            return changes
+        runs = {run_id: tx.one("run_lock", {"run_id": run_id}) for run_id in sorted(touched)}
+        if op.requeues:
+            changes = self._orphans(tx, changes, runs)
+        if op.advances:
+            self._advance(tx, changes, runs)
+        return changes
+
+    def _orphans(self, tx: Tx, changes: list[Change], runs: dict[int, Row | None]) -> list[Change]:
         """Workflow jobs sent back to pending whose run has ended (it was cancelled or
         failed while they ran) are cancelled instead."""
-        ended: dict[int, bool] = {}
-        for run_id in sorted({c.run_id for c in changes if c.status == "pending" and c.run_id}):
-            run = tx.one("run_status_for_retry", {"run_id": run_id})  # after the job rows
-            ended[run_id] = run is not None and run["status"] != "running"
         out = []
         for c in changes:
-            if c.run_id is not None and ended.get(c.run_id):
+            run = runs.get(c.run_id or 0)
+            if c.status == "pending" and run is not None and run["status"] != "running":
                 row = tx.one("job_cancel_orphan", {"job_id": c.job_id})
                 if row is not None:
                     c = replace(c, op=ORPHAN.name, status="cancelled")
@@ -203,9 +217,8 @@ class Transitions:
             out.append(c)
         return out
 
-    def _advance(self, tx: Tx, changes: Sequence[Change]) -> None:
-        """Advance the runs of workflow jobs that reached a final status, one run at a
-        time, in run id order (one lock order for every transaction)."""
+    def _advance(self, tx: Tx, changes: Sequence[Change], runs: dict[int, Row | None]) -> None:
+        """Advance the (locked) runs of workflow jobs that reached a final status."""
         by_run: dict[int, list[Change]] = {}
         for c in changes:
             if c.run_id is not None and c.status in FINISHED:
@@ -213,35 +226,41 @@ class Transitions:
         for run_id in sorted(by_run):
             if faults.hit("advance.before"):
                 raise StoreUnavailable("injected fault: the connection was lost before COMMIT")
+            run = runs[run_id]
+            if run is None or run["status"] != "running":
+                continue  # an ended run: its running jobs finish, and nothing follows
             engine = run_engine()
             try:
                 with tx.savepoint():
-                    run = tx.one("run_lock", {"run_id": run_id})
-                    if run is not None and run["status"] == "running":
-                        engine.jobs_finished(tx, run, by_run[run_id])
+                    engine.jobs_finished(tx, run, by_run[run_id])
             except Exception as exc:
                 if self._transient(exc):
                     raise
                 error = f"the run could not be advanced: {type(exc).__name__}: {exc}"
-                self._run_end(tx, run_id, "failed", error)
+                self._run_end(tx, run_id, "failed", error, locked=True)
                 tx.notes.append(note(logging.ERROR, "run.failed", run=run_id, error=error))
 
-    def _run_end(self, tx: Tx, run_id: int, status: str, error: str) -> str | None:
+    def _run_end(
+        self, tx: Tx, run_id: int, status: str, error: str, *, locked: bool = False
+    ) -> str | None:
         """End a running run as `status` (cancelled, or failed when it cannot be
         advanced): its pending jobs are cancelled, its running ones finish and advance
         nothing. Returns the status it had, or None when there is no such run.
 
         Job rows before the run's row, as everywhere: the pending jobs are cancelled
-        first, then the run is locked, then any job that became pending meanwhile (a
-        retry, or a dispatch that committed first) is cancelled too."""
-        self._transition(tx, RUN_END, tx.all("run_cancel_jobs", {"run_id": run_id}))
-        locked = tx.one("run_lock", {"run_id": run_id})
-        if locked is None:
+        first (unless the run is `locked` already), then the run is locked, then those
+        that became pending meanwhile (a retry, or a dispatch that committed first) —
+        skipping rows another transaction holds: it waits for this run's lock, and will
+        find the run ended."""
+        if not locked:
+            self._transition(tx, RUN_END, tx.all("run_cancel_jobs", {"run_id": run_id}))
+        run = tx.one("run_lock", {"run_id": run_id})
+        if run is None:
             return None
-        before: str = locked["status"]
+        before: str = run["status"]
         if before != "running":
             return before
-        self._transition(tx, RUN_END, tx.all("run_cancel_jobs", {"run_id": run_id}))
+        self._transition(tx, RUN_END, tx.all("run_cancel_jobs_unlocked", {"run_id": run_id}))
         waiting = "cancelled" if status == "cancelled" else "skipped"
         tx.run("step_close_open", {"run_id": run_id, "running": status, "waiting": waiting})
         tx.run("run_finish", {"run_id": run_id, "status": status, "error": error})

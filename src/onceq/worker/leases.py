@@ -131,6 +131,8 @@ class Heartbeat:
         for h in held:
             if h.key in kept:
                 h.renewed = max(h.renewed, sent)
+            elif h.key in kept.busy:
+                continue  # locked by a write in flight (its completion): ask again later
             elif self.leases.holds(h) and not h.recording:  # not merely finished meanwhile
                 self.lose(h, "the store no longer has this lease")
         return kept

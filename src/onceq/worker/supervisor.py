@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from onceq import faults, logs
-from onceq.errors import SchemaError
+from onceq.errors import SchemaError, StoreUnavailable
 from onceq.store import Store, open_store
 
 log = logging.getLogger("onceq.supervisor")
@@ -152,13 +152,19 @@ class Supervisor:
         slot.started = time.monotonic() + slot.backoff  # when to restart it
 
     def _rescue_dead(self) -> None:
-        """Put back the jobs of dead workers. The database may be away: then those wait
-        for a later turn (the leases would expire anyway, only later), each on its own."""
+        """Put back the jobs of dead workers. One that cannot be rescued yet waits for a
+        later turn without holding up the others (the leases would expire anyway, only
+        later); an unreachable database ends the turn's rescues (each would wait for it,
+        and signals and restarts with them)."""
         assert self.store is not None
         waiting, self._unrescued = self._unrescued, []
-        for name, reason in waiting:
+        for index, (name, reason) in enumerate(waiting):
             try:
                 rescued = self.store.job_rescue_worker(name, reason)
+            except StoreUnavailable as exc:
+                log.warning("could not rescue the jobs of dead workers yet (%s)", exc)
+                self._unrescued += waiting[index:]
+                return
             except Exception as exc:
                 log.warning("could not rescue the jobs of %s yet (%s)", name, exc)
                 self._unrescued.append((name, reason))

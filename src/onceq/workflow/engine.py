@@ -40,6 +40,9 @@ from onceq.workflow import refs
 from onceq.workflow.model import Definition
 
 log = logging.getLogger("onceq.workflow")
+# A fan-out's items go in by statements of this many: each well under a worker's
+# statement bound, however long the list (the transaction has no such bound).
+ITEMS_PER_STATEMENT = 5000
 
 
 class Engine:
@@ -139,9 +142,12 @@ class _Run:
                                          f"is not a list (got {_kind(found)})")  # fmt: skip
                 return
             items, total = found, len(found)
+        legacy = None  # the list as schema v1 workers read it, during an upgrade
         if items:
             self._store_items(name, items)
-        self.tx.run("step_start", {"run_id": self.id, "step": name, "total": total})
+            legacy = jsoncodec.dumps(items, f"items of step {name}")
+        params = {"run_id": self.id, "step": name, "items": legacy, "total": total}
+        self.tx.run("step_start", params)
         state.update(status="running", total=total)
         if total == 0:
             self._finish(name, "succeeded")  # an empty fan-out succeeds at once, with []
@@ -174,7 +180,9 @@ class _Run:
                 error = f"item {len(payloads)}: {exc}"
                 break
         params = {"run_id": self.id, "step": step}
-        self.tx.run("step_items_insert", {**params, "items": json.dumps(payloads)})
+        for start in range(0, len(payloads), ITEMS_PER_STATEMENT):
+            chunk = payloads[start : start + ITEMS_PER_STATEMENT]
+            self.tx.run("step_items_insert", {**params, "first": start, "items": json.dumps(chunk)})
         if error is not None:
             self.tx.run("step_item_error_insert", {**params, "item": len(payloads), "error": error})
 
@@ -230,7 +238,7 @@ class _Run:
         self._store_items(step, json.loads(row["items"]))
 
     def _start_failed(self, name: str, error: str) -> None:
-        self.tx.run("step_start", {"run_id": self.id, "step": name, "total": 0})
+        self.tx.run("step_start", {"run_id": self.id, "step": name, "items": None, "total": 0})
         self.steps[name].update(status="running", total=0)
         self._set_error(name, error)
         self._finish(name, "failed")

@@ -171,27 +171,40 @@ SELECT * FROM claimed;
 
 -- name: job_heartbeat
 -- Extends every lease in %(leases)s ([[id, token], ...]) still held; notes the stale
--- ones; returns those kept.
+-- ones; returns those kept, and those `busy`: held, but locked by another transaction
+-- right now — most often this worker's own completion of that job, which may take a
+-- while (it can start a large fan-out). SKIP LOCKED: a heartbeat never waits behind it,
+-- so the worker's other leases are extended all the same; a busy one is neither
+-- extended nor refused.
 WITH v AS (
     SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
     FROM json_array_elements(%(leases)s::json) AS e
 ), locked AS MATERIALIZED (
     SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
-    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
+    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j SKIP LOCKED
 ), kept AS (
-    UPDATE onceq_jobs AS j SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
+    UPDATE onceq_jobs AS j
+    SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
     FROM v, locked
     WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
     RETURNING j.id, j.lease_token AS token
+), busy AS (
+    SELECT j.id, j.lease_token AS token
+    FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
+    WHERE j.status = 'running' AND j.id NOT IN (SELECT id FROM locked)
 ), rejected AS (
     -- (not for an attempt its own holder already ended: that heartbeat merely crossed
     -- the holder's completion)
     UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'heartbeat')
-    FROM v WHERE a.job_id = v.id AND a.token = v.token AND v.id NOT IN (SELECT id FROM kept)
+    FROM v WHERE a.job_id = v.id AND a.token = v.token
+      AND (v.id, v.token) NOT IN (SELECT id, token FROM kept)
+      AND (v.id, v.token) NOT IN (SELECT id, token FROM busy)
       AND a.outcome IS DISTINCT FROM 'succeeded' AND a.outcome IS DISTINCT FROM 'failed'
       AND a.outcome IS DISTINCT FROM 'retried' AND a.outcome IS DISTINCT FROM 'released'
 )
-SELECT id, token FROM kept;
+SELECT id, token, false AS busy FROM kept
+UNION ALL
+SELECT id, token, true FROM busy;
 
 -- name: job_complete
 -- Records results for the leases still held and closes their attempts. A lease whose
@@ -254,19 +267,23 @@ WITH done AS (
         outcome = CASE WHEN done.status = 'pending' THEN 'retried' ELSE 'failed' END
     FROM done WHERE a.job_id = done.id AND a.token = done.token
 ), earlier AS (
-    -- as in job_complete: the same failure sent again finds its attempt ended by it
-    SELECT a.job_id AS id, a.token, a.outcome FROM onceq_attempts AS a
+    -- as in job_complete: the same failure sent again finds its attempt ended by it,
+    -- with its error (a timed-out thread's late failure is another one: refused)
+    SELECT a.job_id AS id, a.token,
+           a.outcome IN ('retried', 'failed') AND a.error IS NOT DISTINCT FROM %(error)s
+               AS again,
+           a.outcome
+    FROM onceq_attempts AS a
     WHERE a.job_id = %(job_id)s AND a.token = %(token)s AND NOT EXISTS (SELECT 1 FROM done)
 ), rejected AS (
     UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'fail')
-    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
-      AND earlier.outcome IS DISTINCT FROM 'retried' AND earlier.outcome IS DISTINCT FROM 'failed'
+    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token AND NOT earlier.again
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
 SELECT id, token, CASE WHEN outcome = 'retried' THEN 'pending' ELSE 'failed' END,
        NULL, NULL, NULL, true
-FROM earlier WHERE outcome IN ('retried', 'failed');
+FROM earlier WHERE again;
 
 -- name: job_release
 -- Hands back leases whose handler never started (graceful shutdown): pending again, and
@@ -461,21 +478,38 @@ UPDATE onceq_jobs AS j SET status = 'cancelled', finished_at = now()
 FROM locked WHERE j.id = locked.id AND j.status = 'pending'
 RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item;
 
+-- name: run_cancel_jobs_unlocked
+-- As run_cancel_jobs, once the run's row is locked: the jobs that became pending
+-- meanwhile. SKIP LOCKED: a row another transaction holds (a retry, an operator's
+-- cancel) would be waited for while that transaction waits for this run's lock — a
+-- deadlock; it will see the run ended and cancel its job itself.
+WITH locked AS MATERIALIZED (
+    SELECT id FROM onceq_jobs WHERE run_id = %(run_id)s AND status = 'pending'
+    ORDER BY id FOR UPDATE SKIP LOCKED
+)
+UPDATE onceq_jobs AS j SET status = 'cancelled', finished_at = now()
+FROM locked WHERE j.id = locked.id AND j.status = 'pending'
+RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item;
+
 -- name: step_list
 -- (Not the fan-out lists: those are in onceq_step_items, read one item at a time.)
 SELECT run_id, step, status, total, error, started_at, finished_at
 FROM onceq_steps WHERE run_id = %(run_id)s;
 
 -- name: step_start
-UPDATE onceq_steps SET status = 'running', total = %(total)s, started_at = now()
+-- (`items`, the fan-out's list, is written for workers of schema v1 that may still run
+-- during an upgrade: they read it. This version reads onceq_step_items.)
+UPDATE onceq_steps
+SET status = 'running', items = %(items)s::json, total = %(total)s, started_at = now()
 WHERE run_id = %(run_id)s AND step = %(step)s AND status = 'waiting';
 
 -- name: step_items_insert
 -- A fan-out's items, one row each with its job arguments, when its step starts: a
--- dispatch then reads its own item alone, whatever the length of the list. %(items)s
+-- dispatch then reads its own item alone, whatever the length of the list. Items
+-- from item number %(first)s on (a long list goes in by parts). %(items)s
 -- is a JSON array of each item's arguments as JSON text, stored exactly as encoded.
 INSERT INTO onceq_step_items (run_id, step, item, args)
-SELECT %(run_id)s, %(step)s, n - 1, v::json
+SELECT %(run_id)s, %(step)s, %(first)s + n - 1, v::json
 FROM json_array_elements_text(%(items)s::json) WITH ORDINALITY AS t(v, n);
 
 -- name: step_item_error_insert
@@ -528,11 +562,6 @@ SELECT 1 FROM onceq_jobs
 WHERE status = 'running' AND lease_expires_at IS NOT NULL
   AND (%(queues)s::json IS NULL OR queue IN (SELECT json_array_elements_text(%(queues)s::json)))
 LIMIT 1;
-
--- name: run_status_for_retry
--- The status of a retried job's run, read after the job's own lock (lock order: job
--- rows, then the run's row); FOR SHARE makes a concurrent run cancel wait, or wait for it.
-SELECT status FROM onceq_runs WHERE id = %(run_id)s FOR SHARE;
 
 -- name: job_cancel_orphan
 -- A job sent back to pending (a retry, a rescue, a release) whose run has ended

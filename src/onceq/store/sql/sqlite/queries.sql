@@ -124,10 +124,11 @@ WHERE (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leas
 
 -- name: job_heartbeat
 -- Extends every lease in :leases that is still held; returns those kept.
+-- (No row is ever `busy` here: a transaction holds the whole file, not rows.)
 UPDATE onceq_jobs SET lease_expires_at = :now + :lease
 WHERE +status = 'running'
   AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
-RETURNING id, lease_token AS token;
+RETURNING id, lease_token AS token, 0 AS busy;
 
 -- name: job_complete
 -- Records results for the leases in :batch ([[id, token, result], ...]) still held.
@@ -229,7 +230,7 @@ WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases
 -- name: attempt_outcomes
 -- How the attempts of the leases in :leases ended (a write refused for one of them may
 -- be the same write sent again, whose first answer was lost).
-SELECT job_id, token, outcome FROM onceq_attempts
+SELECT job_id, token, outcome, error FROM onceq_attempts
 WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
 
 -- name: attempt_reject
@@ -320,21 +321,31 @@ UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now
 WHERE run_id = :run_id AND status = 'pending'
 RETURNING id, lease_token AS token, status, run_id, step, item;
 
+-- name: run_cancel_jobs_unlocked
+-- As run_cancel_jobs, after the run's lock. (PostgreSQL skips rows other transactions
+-- hold there; here a transaction holds the whole file, so none can.)
+UPDATE onceq_jobs SET status = 'cancelled', finished_at = :now
+WHERE run_id = :run_id AND status = 'pending'
+RETURNING id, lease_token AS token, status, run_id, step, item;
+
 -- name: step_list
 -- (Not the fan-out lists: those are in onceq_step_items, read one item at a time.)
 SELECT run_id, step, status, total, error, started_at, finished_at
 FROM onceq_steps WHERE run_id = :run_id;
 
 -- name: step_start
-UPDATE onceq_steps SET status = 'running', total = :total, started_at = :now
+-- (`items`, the fan-out's list, is written for workers of schema v1 that may still run
+-- during an upgrade: they read it. This version reads onceq_step_items.)
+UPDATE onceq_steps SET status = 'running', items = :items, total = :total, started_at = :now
 WHERE run_id = :run_id AND step = :step AND status = 'waiting';
 
 -- name: step_items_insert
 -- A fan-out's items, one row each with its job arguments, when its step starts: a
--- dispatch then reads its own item alone, whatever the length of the list. :items
+-- dispatch then reads its own item alone, whatever the length of the list. Items
+-- from item number `:first` on (a long list goes in by parts). :items
 -- is a JSON array of each item's arguments as JSON text, stored exactly as encoded.
 INSERT INTO onceq_step_items (run_id, step, item, args)
-SELECT :run_id, :step, key, value FROM json_each(:items);
+SELECT :run_id, :step, :first + key, value FROM json_each(:items);
 
 -- name: step_item_error_insert
 -- The first item whose arguments could not be resolved: the step fails when its turn
@@ -384,11 +395,6 @@ SELECT 1 FROM onceq_jobs
 WHERE status = 'running' AND lease_expires_at IS NOT NULL
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
 LIMIT 1;
-
--- name: run_status_for_retry
--- The status of a retried job's run, read after the job's own lock (lock order: job
--- rows, then the run's row).
-SELECT status FROM onceq_runs WHERE id = :run_id;
 
 -- name: job_cancel_orphan
 -- A job sent back to pending (a retry, a rescue, a release) whose run has ended
