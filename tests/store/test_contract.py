@@ -333,3 +333,19 @@ def test_queue_purge_removes_a_queues_jobs_and_attempts(store: Store) -> None:
     store.job_claim("w", ["gone"], 1, LEASE)
     assert store.queue_purge("gone") == 3
     assert [j.id for j in store.job_list()] == [kept.id]
+
+
+def test_a_lease_given_up_by_its_worker_goes_back_as_a_lost_one(store: Store) -> None:
+    job = store.job_insert(NewJob(task="t", max_attempts=2))
+    (lease,) = store.job_claim("w", None, 1, LEASE)
+    assert store.job_give_up([lease], "given up") == {(job.id, lease.token)}
+    back = store.job_get(job.id)
+    assert (back.status, back.attempts, back.last_error) == ("pending", 1, "given up")
+    assert store.job_give_up([lease], "given up") == {(job.id, lease.token)}  # sent again
+    assert store.job_complete(lease, "late") is False
+    (again,) = store.job_claim("w", None, 1, LEASE)
+    assert store.job_cancel(job.id) == "running"
+    assert store.job_give_up([again], "given up") == set()  # it ended otherwise
+    first, second = store.attempt_list(job.id)
+    assert (first.outcome, first.error, first.rejected) == ("lease_expired", "given up", "complete")
+    assert (second.outcome, second.rejected) == ("cancelled", "give_up")

@@ -384,6 +384,10 @@ WITH v AS (
     SELECT a.job_id AS id, a.token, a.outcome
     FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
     WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
+), rejected AS (
+    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'give_up')
+    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
+      AND earlier.outcome IS DISTINCT FROM 'lease_expired'
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
