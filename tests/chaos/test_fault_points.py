@@ -20,6 +20,7 @@ may re-run a job — counted as a lease loss (at least once across crashes).
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -90,10 +91,12 @@ def test_a_fault_at_a_named_point_breaks_no_guarantee(
         return len(re.findall(rf"injected {action} at {re.escape(point)}", log))
 
     feed()
-    for _ in range(20):  # more of the same until the fault has fired at least once
-        if wait_for(lambda: hits() or all_finished(chaos.url), timeout=120) and hits():
-            break
-        feed()
+    deadline = time.monotonic() + 120
+    while not hits() and time.monotonic() < deadline:  # until the fault has fired
+        wait_for(lambda: hits() or all_finished(chaos.url), timeout=120)
+        if not hits():
+            time.sleep(0.5)  # the fault schedule: some idle passes (rescues), then more
+            feed()
     total = len(plain) + len(runs) * (ITEMS + 1)
     wait_for(lambda: all_finished(chaos.url, total), timeout=240)
     assert chaos.terminate(workers) == 0
