@@ -47,7 +47,6 @@ def _parse(spec: str) -> dict[str, tuple[str, float]]:
 RULES = _parse(os.environ.get("ONCEQ_FAULTS", ""))
 DELAY = float(os.environ.get("ONCEQ_FAULTS_DELAY", "3.0"))
 _random = random.Random(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpid())
-hits: dict[str, int] = {}  # point: times it fired, in this process
 
 
 def disable() -> None:
@@ -65,7 +64,6 @@ def hit(point: str) -> bool:
     action, rate = rule
     if _random.random() >= rate:
         return False
-    hits[point] = hits.get(point, 0) + 1
     os.write(2, f"onceq: injected {action} at {point}\n".encode())  # what the tier counts
     if action == "crash":
         os._exit(CRASH_EXIT)

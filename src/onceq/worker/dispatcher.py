@@ -44,7 +44,7 @@ from onceq.store.wakeup import Waker
 from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
 from onceq.worker.leases import Heartbeat, Held, LeaseKeeper, LeaseKey, Leases
-from onceq.worker.outcomes import Outcome, Recorder, clean
+from onceq.worker.outcomes import Outcome, Recorder
 from onceq.worker.rescuer import Rescuer
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from onceq.task import Task
 
 log = logging.getLogger("onceq.worker")
-__all__ = ["Worker", "clean", "default_name"]
+__all__ = ["Worker", "default_name"]
 MIN_STATEMENT_TIME = 1.0  # a worker with a shorter lease still lets a statement run this long
 
 

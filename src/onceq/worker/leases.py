@@ -94,10 +94,6 @@ class Leases:
         with self._lock:
             return list(self._held.values())
 
-    def keys(self) -> list[LeaseKey]:
-        with self._lock:
-            return list(self._held)
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._held)
