@@ -54,3 +54,17 @@ def test_a_completion_reads_as_much_at_4000_items_as_at_40(
     small = _bytes_read_by_one_completion(app, 40, monkeypatch)
     large = _bytes_read_by_one_completion(app, 4000, monkeypatch)
     assert large <= small + 64, (small, large)  # a few more digits in the ids, no more
+
+
+def test_sqlite_keeps_the_large_values_of_runs_and_steps_last(sqlite_url: str) -> None:
+    """SQLite keeps a row's columns in line, in order: reading a column after a large
+    value walks its overflow pages. Every completion reads a run's status and its steps'
+    later columns, so a run's input and a step's list (which may hold a whole fan-out)
+    come last — else a completion costs more as the list grows, in pages, not bytes."""
+    from onceq.store import open_store
+    from tests.helpers import sql_rows
+
+    open_store(sqlite_url).close()
+    for table, large in (("onceq_runs", {"definition", "input"}), ("onceq_steps", {"items"})):
+        columns = [row[1] for row in sql_rows(sqlite_url, f"PRAGMA table_info({table})")]
+        assert set(columns[-len(large) :]) == large, (table, columns)

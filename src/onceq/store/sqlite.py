@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from onceq import faults
-from onceq.errors import ConfigError, OutcomeUnknown, StoreUnavailable
+from onceq.errors import ConfigError, OutcomeUnknown, SchemaError, StoreUnavailable
 from onceq.store.base import Store
 from onceq.store.transitions import CLAIM, HEARTBEAT, UNREADABLE, Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx, note
@@ -322,6 +322,22 @@ class SqliteStore(Store):
         return replayed
 
     # -- schema --------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        # A migration that rebuilds a table (SQLite cannot reorder columns otherwise)
+        # drops the old one: with foreign keys on, that drop would first delete every
+        # row referring to it (ON DELETE CASCADE). The pragma only takes effect outside
+        # a transaction; the migrations' own rows are copied whole.
+        with self._lock:
+            conn = self._connection()
+            conn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                applied = super().migrate()
+                if conn.execute("PRAGMA foreign_key_check").fetchall():
+                    raise SchemaError(f"SQLite database {self.path!r}: foreign keys broken")
+                return applied
+            finally:
+                conn.execute("PRAGMA foreign_keys=ON")
 
     def _run_script(self, tx: Tx, script: str) -> None:
         assert isinstance(tx, _SqliteTx)

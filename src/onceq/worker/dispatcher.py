@@ -339,13 +339,7 @@ class Worker:
 
     # -- outcomes ------------------------------------------------------------------
 
-    def _finish(
-        self,
-        outcome: Outcome,
-        status: str | None,
-        error: str | None = None,
-        why: str = "lease no longer held",
-    ) -> None:
+    def _finish(self, outcome: Outcome, status: str | None, error: str | None = None) -> None:
         """An outcome's write is answered: free its slot, count it, say so. Reads and
         writes nothing, so it cannot fail between the store's answer and the slot."""
         held = outcome.held
@@ -355,7 +349,7 @@ class Worker:
         if status is None:
             self.counts["rejected"] += 1
             logs.event(log, logging.WARNING, "job.result_rejected", job=job, task=task,
-                       token=held.lease.token, reason=why, late=outcome.late,
+                       token=held.lease.token, reason="lease no longer held", late=outcome.late,
                        worker=self.name)  # fmt: skip
         elif status == "succeeded":
             self.counts["succeeded"] += 1
