@@ -72,15 +72,18 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_and_the_write_retr
         store.close()
 
 
-@pytest.mark.parametrize("statement", ["job_heartbeat", "job_complete", "job_release"])
-def test_batch_writes_lock_their_rows_in_id_order(pg_url: str, statement: str) -> None:
+@pytest.mark.parametrize("statement", ["job_heartbeat", "job_give_up"])
+def test_batch_writes_that_may_meet_another_lock_their_rows_in_id_order(
+    pg_url: str, statement: str
+) -> None:
     """A heartbeat and a completion over the same jobs, sent in different orders, locked
     them in different orders and deadlocked (PostgreSQL aborts one after a second; the
-    store retried it). Every batch write now locks its rows sorted by id first."""
+    store retried it). A heartbeat now skips locked rows, and locks the others in id
+    order, as does a give-up."""
     store = open_store(pg_url)
     assert isinstance(store, PostgresStore)
     try:
-        params = {"leases": "[[3, 1], [1, 1], [2, 1]]", "results": "[1, 2, 3]", "lease": 30.0}
+        params = {"leases": "[[3, 1], [1, 1], [2, 1]]", "lease": 30.0, "error": "e"}
         plan = _plan(store, statement, params, "(VERBOSE)")
         lines = plan.splitlines()
         lock = next(i for i, line in enumerate(lines) if "LockRows" in line)

@@ -46,15 +46,19 @@ class Op:
     requeues: bool = False  # it may send workflow jobs back to pending
     attempts: bool = False  # it ends (or, for a claim, starts) attempt records
     same_error: bool = False  # a replay also carries the error the attempt ended with
+    # On the hot path (a batch per worker cycle): Change records only for workflow jobs,
+    # which have follow-ups; plain jobs are answered by their lease keys alone.
+    batch: bool = False
 
 
-CLAIM = Op("claim", attempts=True)
-HEARTBEAT = Op("heartbeat", attempts=True)  # no status change: only stale ones are noted
-COMPLETE = Op("complete", "succeeded", frozenset({"succeeded"}), advances=True, attempts=True)
+CLAIM = Op("claim", attempts=True, batch=True)
+HEARTBEAT = Op("heartbeat", attempts=True, batch=True)  # no status change: stale ones noted
+COMPLETE = Op("complete", "succeeded", frozenset({"succeeded"}), True, attempts=True, batch=True)
 # (A failure sent again carries the same error; a timed-out thread's late failure under
 # the same lease is another one, and refused.)
 FAIL = Op("fail", None, frozenset({"retried", "failed"}), True, True, True, same_error=True)
-RELEASE = Op("release", "released", frozenset({"released"}), requeues=True, attempts=True)
+RELEASE = Op("release", "released", frozenset({"released"}), requeues=True, attempts=True,
+             batch=True)  # fmt: skip
 RESCUE = Op("rescue", None, advances=True, requeues=True, attempts=True)
 # A lease its own worker gave up: a rescue, sooner. Sent again, it finds it done.
 GIVE_UP = Op("give_up", "lease_expired", frozenset({"lease_expired"}), True, True, attempts=True)
@@ -85,9 +89,11 @@ class Change:
 
 @dataclass(slots=True)
 class Recorded:
-    """What a write did: the changes it made, the leases whose same write had been
-    recorded before (`replayed`), and those it refused as stale."""
+    """What a write did: the leases it changed (`held`), its changes (for a batch op,
+    only those of workflow jobs), the leases whose same write had been recorded before
+    (`replayed`), and those it refused as stale."""
 
+    held: set[LeaseKey] = field(default_factory=set)
     changes: list[Change] = field(default_factory=list)
     replayed: dict[LeaseKey, JobStatus] = field(default_factory=dict)
     stale: list[LeaseKey] = field(default_factory=list)
@@ -95,7 +101,7 @@ class Recorded:
     @property
     def written(self) -> set[LeaseKey]:
         """Leases whose write is recorded, now or by an earlier sending of it."""
-        return {c.key for c in self.changes} | set(self.replayed)
+        return self.held | set(self.replayed)
 
 
 class RunEngine(Protocol):
@@ -174,12 +180,13 @@ class Transitions:
         if op.attempts:
             for key, earlier in self._bookkeep(tx, op, asked, kept, outcome_of, error).items():
                 done.replayed[key] = _status_after(earlier)
-        held = {(r["id"], r["token"]) for r in kept}
+        done.held = held = {(r["id"], r["token"]) for r in kept}
         done.stale = [k for k in asked if k not in held and k not in done.replayed]
         if op is not HEARTBEAT:
             done.changes = [
                 Change(op.name, r["id"], r["token"], r["status"], r["run_id"], r["step"], r["item"])
                 for r in kept
+                if not op.batch or r["run_id"] is not None
             ]
         if op.requeues or op.advances:
             done.changes = self._follow_runs(tx, op, done.changes)

@@ -428,7 +428,6 @@ class Worker:
             self._wake.clear()
         self._stop.set()
         self._services_stop.set()
-        self.leases.added.set()  # the keeper's wait
         if self._waker is not None:
             self._waker.close()
         if self._threads is not None:

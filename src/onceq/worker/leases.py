@@ -71,12 +71,10 @@ class Leases:
     def __init__(self) -> None:
         self._held: dict[LeaseKey, Held] = {}
         self._lock = threading.Lock()
-        self.added = threading.Event()  # wakes the keeper: a new deadline to watch
 
     def add(self, held: Held) -> None:
         with self._lock:
             self._held[held.key] = held
-        self.added.set()
 
     def drop(self, held: Held) -> bool:
         """Forget `held` if it is still the one under its key; True if it was."""
@@ -149,7 +147,9 @@ class LeaseKeeper:
     ) -> None:
         self.leases, self.lose = leases, lose
         self.after = lease - margin  # a lease this old may be gone within `margin`
-        self.tick = lease / 3  # the longest it sleeps, whatever it was told
+        # The longest it sleeps: shorter than `after`, so a lease taken while it sleeps
+        # is due only after its next look (no need to wake it for every new lease).
+        self.tick = lease / 3
 
     def run_once(self, now: float) -> float:
         """Tell the handlers of the leases due now; returns when the next one is due."""
@@ -167,5 +167,4 @@ class LeaseKeeper:
     def loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
             due = self.run_once(time.monotonic())
-            self.leases.added.wait(max(0.0, due - time.monotonic()))
-            self.leases.added.clear()
+            stop.wait(max(0.0, due - time.monotonic()))

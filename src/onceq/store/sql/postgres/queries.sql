@@ -11,10 +11,11 @@
 -- would spend more time building the equivalent arrays than the server spends on them.
 -- Where SQLite needs a second statement for the attempt records, these statements
 -- write them in a data-modifying CTE: one round trip per worker write.
--- Lock order, to rule out deadlocks: job rows first, in id order (every statement that
--- writes a batch of given jobs locks them in a `locked` CTE sorted by id: a heartbeat
--- and a completion over the same jobs would otherwise lock them in different orders),
--- then a workflow run's row.
+-- Lock order, to rule out deadlocks: job rows first, then the rows of the workflow runs
+-- they touch, in run id order. A worker's batch writes cannot cross each other: its
+-- heartbeat skips the rows its completion (or anything else) holds (SKIP LOCKED, and
+-- says so), and the rest of its writes take turns on its dispatcher; a give-up, which
+-- may meet a heartbeat of another worker's, locks its rows in id order.
 
 -- name: schema_version
 SELECT max(version) AS version FROM onceq_migrations;
@@ -217,15 +218,11 @@ WITH v AS (
     SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
     FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
     JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
-), locked AS MATERIALIZED (
-    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
-    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), done AS (
     UPDATE onceq_jobs AS j
     SET status = 'succeeded', result = v.result, finished_at = now(),
         lease_expires_at = NULL
-    FROM v, locked
-    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
     RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
 ), ended AS (
     UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'succeeded'
@@ -292,14 +289,10 @@ FROM earlier WHERE again;
 WITH v AS (
     SELECT (e ->> 0)::bigint AS id, (e ->> 1)::bigint AS token
     FROM json_array_elements(%(leases)s::json) AS e
-), locked AS MATERIALIZED (
-    SELECT j.id FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
-    WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
 ), done AS (
     UPDATE onceq_jobs AS j
     SET status = 'pending', attempts = j.attempts - 1, lease_expires_at = NULL, worker = NULL
-    FROM v, locked
-    WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
     RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
 ), ended AS (
     UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'released'
