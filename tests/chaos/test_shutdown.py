@@ -38,13 +38,16 @@ def draining_times(log: str) -> dict[str, float]:
 
 
 def claimed_after_drain(chaos: Chaos, log: str) -> list[tuple[object, ...]]:
-    """Attempts a worker started after it began to drain (the log's times are truncated
-    to the millisecond: one is allowed for)."""
+    """Attempts a worker kept after it began to drain (the log's times are truncated
+    to the millisecond: one is allowed for). A claim sent before the signal may commit
+    after it: the worker hands such a claim back unstarted, so released ones are not
+    counted."""
     late = []
     for worker, since in draining_times(log).items():
         for job_id, token, started in sql(
             chaos.url,
-            "SELECT job_id, token, started_at FROM onceq_attempts WHERE worker = ?",
+            "SELECT job_id, token, started_at FROM onceq_attempts"
+            " WHERE worker = ? AND coalesce(outcome, '') <> 'released'",
             (worker,),
         ):
             at = started.timestamp() if isinstance(started, datetime) else float(started)

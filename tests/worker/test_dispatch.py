@@ -200,3 +200,32 @@ def test_a_signal_landing_inside_an_event_s_lock_does_not_deadlock_the_worker(ap
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         restore()
+
+
+def test_a_claim_that_returns_after_the_stop_signal_is_handed_back_unstarted(
+    app: App, ledger: object
+) -> None:
+    """The signal arrives while a claim is out (sent before, committed after): the
+    worker must not start what it brings back, it hands it back to `pending`."""
+    job = task(app, "record").enqueue(n=1)
+    worker = app.worker(concurrency=1)
+    worker.open()
+    store = worker.store
+    claim = store.job_claim
+
+    def claim_then_signal(*args: object, **kwargs: object) -> object:
+        leases = claim(*args, **kwargs)  # type: ignore[arg-type]
+        worker.stop()  # as SIGTERM's relay thread would, before the answer is read
+        return leases
+
+    store.job_claim = claim_then_signal  # type: ignore[method-assign]
+    try:
+        assert worker.run_once() == 0
+        after = app.get_job(job.id)  # handed back by the pass itself, not by close()
+        assert (after.status, after.attempts, len(worker.leases)) == ("pending", 0, 0)
+    finally:
+        store.job_claim = claim  # type: ignore[method-assign]
+        worker.close()
+    assert read_ledger(ledger) == []  # type: ignore[arg-type]
+    (attempt,) = app.store.attempt_list(job.id)
+    assert attempt.outcome == "released"

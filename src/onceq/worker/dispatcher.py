@@ -219,6 +219,9 @@ class Worker:
                 self._unconfirmed.append(claim)
             raise
         self._idle = not leases
+        if leases and (self._draining or self._stop.is_set()):  # told to stop meanwhile
+            self._release(leases)
+            return started
         for lease in leases:  # already `running` in the store: safe to hand over
             self._start(lease, sent)
         return started + len(leases)
