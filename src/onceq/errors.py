@@ -60,3 +60,8 @@ class JobTimeout(OnceqError, TimeoutError):
 
 class LeaseLost(OnceqError):
     """The worker's lease on a job was taken away (expired and rescued, or cancelled)."""
+
+
+class BatchError(OnceqError, ValueError):
+    """A batch file, its repository or its agent is not usable (checked before anything
+    is created)."""

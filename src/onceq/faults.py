@@ -4,11 +4,14 @@ the database's answer, or stall. Off (one dict lookup) unless ONCEQ_FAULTS is se
     ONCEQ_FAULTS="claim.committed=lost@0.05,complete.before_commit=crash@0.02"
     ONCEQ_FAULTS_SEED=7      # each process draws from seed + pid
     ONCEQ_FAULTS_DELAY=3.0   # seconds a `delay` lasts
+    ONCEQ_FAULTS_ONCE=/tmp/x # each point fires once, across processes (a file per point)
 
 Points: `<verb>.before_commit` (the transaction's statements ran, COMMIT not sent) and
 `<verb>.committed` (COMMIT answered) for every store write, named by its verb (claim,
 complete, fail, release, rescue, heartbeat, adopt, insert, cancel…), and
-`advance.before` (a job's final status is written, its workflow run not yet advanced).
+`advance.before` (a job's final status is written, its workflow run not yet advanced);
+the batch runner's `batch.pr_created`, `batch.merge.before_swap` and `batch.merge.swapped`
+(the base has moved, the task is not yet recorded merged).
 
 Actions: `crash` exits the process at once (as SIGKILL would, from inside); `delay`
 sleeps; `lost` is returned to the caller, which acts as if the connection dropped there:
@@ -46,6 +49,7 @@ def _parse(spec: str) -> dict[str, tuple[str, float]]:
 
 RULES = _parse(os.environ.get("ONCEQ_FAULTS", ""))
 DELAY = float(os.environ.get("ONCEQ_FAULTS_DELAY", "3.0"))
+ONCE = os.environ.get("ONCEQ_FAULTS_ONCE", "")
 _random = random.Random(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpid())
 
 
@@ -62,12 +66,21 @@ def hit(point: str) -> bool:
     if rule is None:
         return False
     action, rate = rule
-    if _random.random() >= rate:
+    if _random.random() >= rate or (ONCE and not _first(point)):
         return False
     os.write(2, f"onceq: injected {action} at {point}\n".encode())  # what the tier counts
     if action == "crash":
         os._exit(CRASH_EXIT)
     if action == "delay":
         time.sleep(DELAY)
+        return False
+    return True
+
+
+def _first(point: str) -> bool:
+    """Whether this is the point's first firing under ONCEQ_FAULTS_ONCE (any process)."""
+    try:
+        os.close(os.open(os.path.join(ONCE, point), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
         return False
     return True

@@ -175,3 +175,51 @@ class Run:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601)."""
         return _jsonable(self) | {"steps": [s.to_json() for s in self.steps]}
+
+
+BatchTaskStatus = Literal[
+    "pending", "in_progress", "pr_created", "reviewing", "fixing", "approved", "merged", "failed"
+]
+BATCH_TASK_STATUSES: Final = (
+    "pending", "in_progress", "pr_created", "reviewing", "fixing", "approved", "merged", "failed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTaskRecord:
+    """Where one code task of a batch stands."""
+
+    number: str
+    title: str
+    batch_no: int
+    status: BatchTaskStatus
+    rounds: int
+    branch: str
+    worktree: str | None
+    start: str | None
+    verified: str | None
+    feedback: str | None
+    error: str | None
+    merged_as: str | None
+    started_at: datetime | None
+    merged_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch as stored: where it merges, its run, its pool and its tasks."""
+
+    name: str
+    repo: str
+    base: str
+    base_start: str
+    definition: Any
+    run_id: int | None
+    run_status: str | None
+    created_at: datetime
+    worktrees: list[str]
+    tasks: list[BatchTaskRecord]
+
+    def task(self, number: str) -> BatchTaskRecord:
+        return next(t for t in self.tasks if t.number == number)

@@ -8,6 +8,7 @@ import typer
 
 from onceq import logs
 from onceq.cli import jobs
+from onceq.cli.batch import batch_cli
 from onceq.cli.common import AppOption, UrlOption, console, guarded, parse_json, store_at
 from onceq.cli.demo import demo
 from onceq.cli.tools import bench, diagnose
@@ -25,6 +26,7 @@ cli = typer.Typer(
 )
 jobs.register(cli)
 cli.add_typer(workflow_cli, name="workflow")
+cli.add_typer(batch_cli, name="batch")
 cli.command()(demo)
 cli.command()(diagnose)
 cli.command()(bench)

@@ -27,6 +27,7 @@ from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
 from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
 from onceq.store import jsoncodec, queries, rows
+from onceq.store.batches import BatchVerbs
 from onceq.store.transitions import (
     CANCEL,
     CANCEL_PENDING,
@@ -50,7 +51,7 @@ T = TypeVar("T")
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-class Store(Transitions, ABC):
+class Store(Transitions, BatchVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]
@@ -508,23 +509,24 @@ class Store(Transitions, ABC):
     def run_start(self, name: str, definition: str, data: Any, steps: Sequence[str]) -> int:
         """Create a run of a checked definition (its JSON text) with one row per step, and
         let the run engine dispatch its first steps, in one transaction; its id."""
+        return self._in_tx(lambda tx: self._start_run(tx, name, definition, data, steps),
+                           ("run_start",))  # fmt: skip
+
+    def _start_run(
+        self, tx: Tx, name: str, definition: str, data: Any, steps: Sequence[str]
+    ) -> int:
         params = {
             "name": name,
             "definition": definition,
             "input": jsoncodec.dumps(data, f"input of workflow {name}"),
         }
-        engine = run_engine()
-
-        def start(tx: Tx) -> int:
-            run = tx.one("run_insert", params)
-            assert run is not None
-            for step in steps:
-                tx.run("step_insert", {"run_id": run["id"], "step": step})
-            engine.run_started(tx, run)
-            run_id: int = run["id"]
-            return run_id
-
-        return self._in_tx(start, ("run_start",))
+        run = tx.one("run_insert", params)
+        assert run is not None
+        for step in steps:
+            tx.run("step_insert", {"run_id": run["id"], "step": step})
+        run_engine().run_started(tx, run)
+        run_id: int = run["id"]
+        return run_id
 
     def run_cancel(self, run_id: int) -> str:
         """Cancel a running run: pending jobs are cancelled, running ones finish without

@@ -602,3 +602,113 @@ WHERE pid = pg_backend_pid();
 -- committed can be read.
 SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
 WHERE pid = %(pid)s AND backend_start = %(started)s;
+
+-- Code-task batches (onceq.batch). A holder of a worktree slot or of the merge queue's
+-- turn is a job's lease: it holds nothing once that job no longer runs under that token.
+
+-- name: batch_lock
+-- The batch's row, locked before changing what hangs off it: changes to one batch's
+-- pool, merge turn and tasks go one at a time.
+SELECT * FROM onceq_batches WHERE name = %(name)s FOR UPDATE;
+
+-- name: batch_get
+SELECT * FROM onceq_batches WHERE name = %(name)s;
+
+-- name: batch_insert
+INSERT INTO onceq_batches (name, repo, base, base_start, definition, created_at)
+VALUES (%(name)s, %(repo)s, %(base)s, %(base_start)s, %(definition)s::json, now());
+
+-- name: batch_set_definition
+UPDATE onceq_batches SET definition = %(definition)s::json WHERE name = %(name)s;
+
+-- name: batch_set_run
+UPDATE onceq_batches SET run_id = %(run_id)s WHERE name = %(name)s;
+
+-- name: batch_list
+SELECT b.name, b.repo, b.base, b.created_at, b.run_id, r.status AS run_status
+FROM onceq_batches b LEFT JOIN onceq_runs r ON r.id = b.run_id
+ORDER BY b.created_at, b.name;
+
+-- name: batch_task_counts
+SELECT batch, status, count(*) AS n FROM onceq_batch_tasks GROUP BY batch, status;
+
+-- name: batch_delete
+DELETE FROM onceq_batches WHERE name = %(name)s;
+
+-- name: batch_tasks_delete
+DELETE FROM onceq_batch_tasks WHERE batch = %(name)s;
+
+-- name: batch_slots_delete
+DELETE FROM onceq_batch_slots WHERE batch = %(name)s;
+
+-- name: batch_task_insert
+-- A task of the file; one that exists keeps its progress (a batch run again resumes).
+INSERT INTO onceq_batch_tasks (batch, number, title, batch_no, position, branch, updated_at)
+VALUES (%(name)s, %(number)s, %(title)s, %(batch_no)s, %(position)s, %(branch)s, now())
+ON CONFLICT (batch, number) DO UPDATE
+SET title = excluded.title, batch_no = excluded.batch_no, position = excluded.position;
+
+-- name: batch_tasks_reopen
+-- A new run of the batch: every task not merged starts over (its history stays in the
+-- attempts of the run before).
+UPDATE onceq_batch_tasks
+SET status = 'pending', rounds = 0, start = NULL, feedback = NULL, error = NULL,
+    verified = NULL, started_at = NULL, updated_at = now()
+WHERE batch = %(name)s AND status <> 'merged';
+
+-- name: batch_tasks
+SELECT * FROM onceq_batch_tasks WHERE batch = %(name)s ORDER BY batch_no, position;
+
+-- name: batch_task_get
+SELECT * FROM onceq_batch_tasks WHERE batch = %(name)s AND number = %(number)s;
+
+-- name: batch_task_update
+-- Where a task stands, written by the job that runs it (the caller checked its lease in
+-- this transaction first).
+UPDATE onceq_batch_tasks
+SET status = %(status)s, rounds = %(rounds)s, worktree = %(worktree)s, start = %(start)s,
+    verified = %(verified)s, feedback = %(feedback)s, error = %(error)s, merged_as = %(merged_as)s,
+    started_at = coalesce(started_at, now()),
+    merged_at = CASE WHEN %(status)s::text = 'merged' THEN coalesce(merged_at, now()) ELSE merged_at END,
+    updated_at = now()
+WHERE batch = %(name)s AND number = %(number)s;
+
+-- name: job_lease_live
+-- Whether a job still runs under this lease (the fence of every batch write).
+-- FOR SHARE: a rescue of that job waits until the write it fences has committed.
+SELECT 1 AS live FROM onceq_jobs WHERE id = %(job_id)s AND status = 'running' AND lease_token = %(token)s
+FOR SHARE;
+
+-- name: batch_slot_insert
+INSERT INTO onceq_batch_slots (batch, slot, path) VALUES (%(name)s, %(slot)s, %(path)s)
+ON CONFLICT (batch, slot) DO NOTHING;
+
+-- name: batch_slots
+-- The pool, with whether each slot's holder still holds it.
+SELECT s.slot, s.path, s.job_id, s.token, j.id IS NOT NULL AS live
+FROM onceq_batch_slots s
+LEFT JOIN onceq_jobs j ON j.id = s.job_id AND j.status = 'running' AND j.lease_token = s.token
+WHERE s.batch = %(name)s ORDER BY s.slot;
+
+-- name: batch_slot_hold
+UPDATE onceq_batch_slots SET job_id = %(job_id)s, token = %(token)s WHERE batch = %(name)s AND slot = %(slot)s;
+
+-- name: batch_slot_free
+UPDATE onceq_batch_slots SET job_id = NULL, token = NULL
+WHERE batch = %(name)s AND slot = %(slot)s AND job_id = %(job_id)s AND token = %(token)s;
+
+-- name: batch_merge_holder
+-- Who has the merge queue's turn, and whether that lease still holds it.
+SELECT b.merge_job, b.merge_token, j.id IS NOT NULL AS live
+FROM onceq_batches b
+LEFT JOIN onceq_jobs j ON j.id = b.merge_job AND j.status = 'running'
+                      AND j.lease_token = b.merge_token
+WHERE b.name = %(name)s
+FOR UPDATE OF b;
+
+-- name: batch_merge_hold
+UPDATE onceq_batches SET merge_job = %(job_id)s, merge_token = %(token)s WHERE name = %(name)s;
+
+-- name: batch_merge_free
+UPDATE onceq_batches SET merge_job = NULL, merge_token = NULL
+WHERE name = %(name)s AND merge_job = %(job_id)s AND merge_token = %(token)s;

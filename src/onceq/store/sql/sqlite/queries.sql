@@ -414,3 +414,110 @@ WHERE run_id = :run_id AND status IN ('waiting', 'running');
 -- The error a workflow job ended with (the only column read: another column of a row
 -- written around onceq may not even be readable).
 SELECT last_error FROM onceq_jobs WHERE id = :job_id;
+
+-- Code-task batches (onceq.batch). A holder of a worktree slot or of the merge queue's
+-- turn is a job's lease: it holds nothing once that job no longer runs under that token.
+
+-- name: batch_lock
+-- The batch's row, before changing what hangs off it. (PostgreSQL adds FOR UPDATE; here
+-- BEGIN IMMEDIATE already holds the only write lock.)
+SELECT * FROM onceq_batches WHERE name = :name;
+
+-- name: batch_get
+SELECT * FROM onceq_batches WHERE name = :name;
+
+-- name: batch_insert
+INSERT INTO onceq_batches (name, repo, base, base_start, definition, created_at)
+VALUES (:name, :repo, :base, :base_start, :definition, :now);
+
+-- name: batch_set_definition
+UPDATE onceq_batches SET definition = :definition WHERE name = :name;
+
+-- name: batch_set_run
+UPDATE onceq_batches SET run_id = :run_id WHERE name = :name;
+
+-- name: batch_list
+SELECT b.name, b.repo, b.base, b.created_at, b.run_id, r.status AS run_status
+FROM onceq_batches b LEFT JOIN onceq_runs r ON r.id = b.run_id
+ORDER BY b.created_at, b.name;
+
+-- name: batch_task_counts
+SELECT batch, status, count(*) AS n FROM onceq_batch_tasks GROUP BY batch, status;
+
+-- name: batch_delete
+DELETE FROM onceq_batches WHERE name = :name;
+
+-- name: batch_tasks_delete
+DELETE FROM onceq_batch_tasks WHERE batch = :name;
+
+-- name: batch_slots_delete
+DELETE FROM onceq_batch_slots WHERE batch = :name;
+
+-- name: batch_task_insert
+-- A task of the file; one that exists keeps its progress (a batch run again resumes).
+INSERT INTO onceq_batch_tasks (batch, number, title, batch_no, position, branch, updated_at)
+VALUES (:name, :number, :title, :batch_no, :position, :branch, :now)
+ON CONFLICT (batch, number) DO UPDATE
+SET title = excluded.title, batch_no = excluded.batch_no, position = excluded.position;
+
+-- name: batch_tasks_reopen
+-- A new run of the batch: every task not merged starts over (its history stays in the
+-- attempts of the run before).
+UPDATE onceq_batch_tasks
+SET status = 'pending', rounds = 0, start = NULL, feedback = NULL, error = NULL,
+    verified = NULL, started_at = NULL, updated_at = :now
+WHERE batch = :name AND status <> 'merged';
+
+-- name: batch_tasks
+SELECT * FROM onceq_batch_tasks WHERE batch = :name ORDER BY batch_no, position;
+
+-- name: batch_task_get
+SELECT * FROM onceq_batch_tasks WHERE batch = :name AND number = :number;
+
+-- name: batch_task_update
+-- Where a task stands, written by the job that runs it (the caller checked its lease in
+-- this transaction first).
+UPDATE onceq_batch_tasks
+SET status = :status, rounds = :rounds, worktree = :worktree, start = :start,
+    verified = :verified, feedback = :feedback, error = :error, merged_as = :merged_as,
+    started_at = coalesce(started_at, :now),
+    merged_at = CASE WHEN :status = 'merged' THEN coalesce(merged_at, :now) ELSE merged_at END,
+    updated_at = :now
+WHERE batch = :name AND number = :number;
+
+-- name: job_lease_live
+-- Whether a job still runs under this lease (the fence of every batch write).
+SELECT 1 AS live FROM onceq_jobs WHERE id = :job_id AND status = 'running' AND lease_token = :token;
+
+-- name: batch_slot_insert
+INSERT INTO onceq_batch_slots (batch, slot, path) VALUES (:name, :slot, :path)
+ON CONFLICT (batch, slot) DO NOTHING;
+
+-- name: batch_slots
+-- The pool, with whether each slot's holder still holds it.
+SELECT s.slot, s.path, s.job_id, s.token, j.id IS NOT NULL AS live
+FROM onceq_batch_slots s
+LEFT JOIN onceq_jobs j ON j.id = s.job_id AND j.status = 'running' AND j.lease_token = s.token
+WHERE s.batch = :name ORDER BY s.slot;
+
+-- name: batch_slot_hold
+UPDATE onceq_batch_slots SET job_id = :job_id, token = :token WHERE batch = :name AND slot = :slot;
+
+-- name: batch_slot_free
+UPDATE onceq_batch_slots SET job_id = NULL, token = NULL
+WHERE batch = :name AND slot = :slot AND job_id = :job_id AND token = :token;
+
+-- name: batch_merge_holder
+-- Who has the merge queue's turn, and whether that lease still holds it.
+SELECT b.merge_job, b.merge_token, j.id IS NOT NULL AS live
+FROM onceq_batches b
+LEFT JOIN onceq_jobs j ON j.id = b.merge_job AND j.status = 'running'
+                      AND j.lease_token = b.merge_token
+WHERE b.name = :name;
+
+-- name: batch_merge_hold
+UPDATE onceq_batches SET merge_job = :job_id, merge_token = :token WHERE name = :name;
+
+-- name: batch_merge_free
+UPDATE onceq_batches SET merge_job = NULL, merge_token = NULL
+WHERE name = :name AND merge_job = :job_id AND merge_token = :token;

@@ -1,0 +1,149 @@
+"""git, as the batch runner uses it: one function per thing it asks of git.
+
+Read-only calls run with GIT_OPTIONAL_LOCKS=0, so that a `git status` here never takes
+the index lock from under an agent working in the same worktree. Nothing here moves a
+branch that a worktree has checked out: worktrees stay on a detached HEAD and branches
+are written with update-ref, so no branch is ever "already checked out" elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from onceq.errors import OnceqError
+
+IDENTITY = ("-c", "user.name=onceq", "-c", "user.email=onceq@localhost")
+
+
+class GitError(OnceqError):
+    """A git command failed (worth another attempt of the task: a lock, a full disk)."""
+
+
+def git(
+    cwd: str | Path,
+    *args: str,
+    read_only: bool = False,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):  # the caller's own git, if any
+        env.pop(var, None)
+    if read_only:
+        env["GIT_OPTIONAL_LOCKS"] = "0"
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, input=input, capture_output=True, text=True, check=False
+    )
+    if check and done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise GitError(
+            f"git {args[0]} failed in {cwd}: {detail[-1] if detail else done.returncode}"
+        )
+    return done
+
+
+def out(cwd: str | Path, *args: str) -> str:
+    """The trimmed output of a read-only git command."""
+    return git(cwd, *args, read_only=True).stdout.strip()
+
+
+def common_dir(repo: str | Path) -> Path:
+    """The repository's shared .git directory (the same from any of its worktrees)."""
+    return Path(repo, out(repo, "rev-parse", "--git-common-dir")).resolve()
+
+
+def rev(cwd: str | Path, ref: str) -> str | None:
+    found = git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", read_only=True,
+                check=False)  # fmt: skip
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def identity(repo: str | Path) -> tuple[str, ...]:
+    """`-c` options naming onceq as the committer where the repository names nobody."""
+    known = git(repo, "config", "user.email", read_only=True, check=False).stdout.strip()
+    return () if known else IDENTITY
+
+
+def commit_all(worktree: str | Path, message: str, who: Sequence[str]) -> bool:
+    """Commit whatever is left in the worktree; False when nothing was."""
+    git(worktree, "add", "-A")
+    if git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        return False
+    git(worktree, *who, "commit", "-q", "--no-verify", "-m", message)
+    return True
+
+
+def changed_files(cwd: str | Path, base: str, head: str) -> list[str]:
+    """The files `head` changes since it left `base` (three dots: from their merge base)."""
+    text = out(cwd, "diff", "--name-only", "--no-renames", f"{base}...{head}")
+    return [line for line in text.splitlines() if line]
+
+
+def set_ref(cwd: str | Path, ref: str, new: str, old: str | None = None) -> bool:
+    """Point `ref` at `new`; with `old`, only if it still points there (compare and swap).
+    False when it had moved."""
+    args = ["update-ref", ref, new] + ([old] if old is not None else [])
+    done = git(cwd, *args, check=False)
+    if done.returncode == 0:
+        return True
+    if old is not None and rev(cwd, ref) != old:
+        return False
+    raise GitError(f"git update-ref {ref} failed: {done.stderr.strip()}")
+
+
+def merge_tree(cwd: str | Path, base: str, head: str) -> tuple[str | None, str]:
+    """The tree of merging `head` onto `base`, without touching any checkout: (tree, "")
+    or (None, what conflicted)."""
+    done = git(cwd, "merge-tree", "--write-tree", "--messages", base, head, read_only=True,
+               check=False)  # fmt: skip
+    if done.returncode == 0:
+        return done.stdout.split()[0], ""
+    if done.returncode == 1:
+        lines = done.stdout.splitlines()[1:]  # after the tree: conflicted files, messages
+        conflicted = sorted({ln.split("\t", 1)[1] for ln in lines if "\t" in ln})
+        messages = [ln for ln in lines if ln and "\t" not in ln]
+        return None, "conflict in " + ", ".join(conflicted) + "\n" + "\n".join(messages)
+    raise GitError(f"git merge-tree failed: {done.stderr.strip()}")
+
+
+def commit_tree(cwd: str | Path, tree: str, parent: str, message: str, who: Sequence[str]) -> str:
+    return git(
+        cwd, *who, "commit-tree", tree, "-p", parent, "-F", "-", input=message
+    ).stdout.strip()
+
+
+def tasks_merged(cwd: str | Path, tip: str, since: str) -> dict[str, str]:
+    """The `Onceq-Task` trailers of the commits after `since` up to `tip`: {tag: commit}."""
+    fmt = "%H%x00%(trailers:key=Onceq-Task,valueonly,separator=%x01)"
+    text = out(cwd, "log", f"--format={fmt}", tip, f"^{since}")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        commit, _, tags = line.partition("\x00")
+        for tag in filter(None, (t.strip() for t in tags.split("\x01"))):
+            found.setdefault(tag, commit)
+    return found
+
+
+def checked_out_at(repo: str | Path, branch: str) -> Path | None:
+    """The repository's own working tree, if `branch` is what it has checked out."""
+    if out(repo, "rev-parse", "--is-bare-repository") == "true":
+        return None
+    head = git(repo, "symbolic-ref", "-q", "HEAD", read_only=True, check=False).stdout.strip()
+    if head != f"refs/heads/{branch}":
+        return None
+    return Path(out(repo, "rev-parse", "--show-toplevel"))
+
+
+def dirty(worktree: str | Path) -> list[str]:
+    """Uncommitted changes in a working tree (`git status --porcelain` lines)."""
+    text = git(worktree, "status", "--porcelain", "--untracked-files=normal", read_only=True).stdout
+    return [line for line in text.splitlines() if line]
+
+
+def move_checkout(worktree: str | Path, old: str, new: str) -> None:
+    """Bring a working tree whose branch moved from `old` to `new` along (its index and
+    files): a two-tree merge, which refuses rather than overwrite a local change."""
+    git(worktree, "read-tree", "-m", "-u", old, new)

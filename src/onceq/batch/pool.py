@@ -1,0 +1,96 @@
+"""The worktree pool: `workers` git worktrees per batch, made once and reused.
+
+A slot is a row in the store, held by a job's lease (store.batch_slot_take). Whoever
+takes a slot resets it before use, whatever state it is found in: a slot whose holder
+died may hold half a change, a stale `index.lock`, or nothing at all (deleted by hand).
+Worktrees are created one at a time per repository, under a file lock: concurrent
+`git worktree add` calls race on the repository's config lock and leave orphans.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from onceq.batch import git
+
+POOL_DIR = "onceq-worktrees"  # under the repository's .git: out of its working tree
+
+
+def pool_root(common_dir: Path, batch: str) -> Path:
+    return common_dir / POOL_DIR / batch
+
+
+def slot_path(common_dir: Path, batch: str, slot: int) -> Path:
+    return pool_root(common_dir, batch) / f"slot-{slot}"
+
+
+@contextmanager
+def repo_lock(common_dir: Path) -> Iterator[None]:
+    """One worktree creation or removal at a time in this repository (all processes)."""
+    path = common_dir / POOL_DIR / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare(repo: Path, common_dir: Path, path: Path, start: str) -> None:
+    """Make `path` a clean worktree on a detached HEAD at `start`."""
+    if not _usable(path):
+        with repo_lock(common_dir):
+            _remove(repo, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            git.git(repo, "worktree", "add", "-q", "--detach", "--no-checkout", str(path), start)
+    else:
+        lock = Path(git.out(path, "rev-parse", "--absolute-git-dir")) / "index.lock"
+        lock.unlink(missing_ok=True)  # its writer is gone: the slot is ours now
+    reset(path, start)
+
+
+def reset(path: Path, start: str) -> None:
+    """Throw away everything in the worktree and check `start` out (detached)."""
+    git.git(path, "checkout", "-q", "-f", "--detach", start)
+    git.git(path, "clean", "-q", "-f", "-f", "-d", "-x")
+
+
+def _usable(path: Path) -> bool:
+    if not (path / ".git").is_file():
+        return False
+    found = git.git(path, "rev-parse", "--is-inside-work-tree", read_only=True, check=False)
+    return found.returncode == 0 and found.stdout.strip() == "true"
+
+
+def _remove(repo: Path, path: Path) -> None:
+    git.git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    git.git(repo, "worktree", "prune")
+
+
+def remove_pool(repo: Path, common_dir: Path, batch: str, paths: list[str]) -> int:
+    """Remove a batch's worktrees; the bytes freed."""
+    root = pool_root(common_dir, batch)
+    freed = _size(root)
+    with repo_lock(common_dir):
+        for p in paths:
+            _remove(repo, Path(p))
+        shutil.rmtree(root, ignore_errors=True)
+        git.git(repo, "worktree", "prune")
+    return freed
+
+
+def _size(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total

@@ -1,0 +1,295 @@
+"""One code task, from its first agent round to its merge: the handler of a batch job.
+
+A task's job holds its lease for the whole way: the worktree slot, every status write
+and the merge queue's turn are fenced by it (onceq.store.batches). What git holds is
+made safe to redo: a round that a crash interrupted starts again from the commit it
+started from, on a reset worktree; a merge that a crash interrupted is found again on
+the base by its `Onceq-Task` trailer, so it is recorded, never made twice.
+
+    in_progress/fixing -> pr_created -> reviewing -> approved -> merged
+      ^ agent round        (committed)    (scope, verify)   (merge queue)
+      '-- feedback: a failed round, review, conflict or post-merge check (or failed)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from onceq import faults
+from onceq.batch import commands, git, pool
+from onceq.batch.spec import BatchSpec, TaskSpec
+from onceq.context import JobContext
+from onceq.errors import LeaseLost, OnceqError
+from onceq.models import BatchRecord
+from onceq.store import Store
+
+log = logging.getLogger("onceq.batch")
+TURN_POLL = 0.02  # seconds between looks at a busy merge queue
+
+
+class TaskFailed(OnceqError):
+    """The task used up its fix rounds (or cannot be done): it ends failed, not retried."""
+
+
+@dataclass
+class State:
+    """What batch_task_update writes: every field, every time."""
+
+    status: str
+    rounds: int
+    worktree: str | None
+    start: str | None
+    verified: str | None
+    feedback: str | None
+    error: str | None
+    merged_as: str | None
+
+
+class TaskRun:
+    """One attempt at one task (one job lease)."""
+
+    def __init__(self, store: Store, ctx: JobContext, batch: BatchRecord, number: str) -> None:
+        self.store, self.ctx, self.number = store, ctx, number
+        self.spec = BatchSpec.model_validate(batch.definition["spec"])
+        self.task: TaskSpec = self.spec.task(number)
+        self.batch_dir = batch.definition["dir"]
+        self.name, self.base_start = batch.name, batch.base_start
+        self.repo = Path(batch.repo)
+        self.common = git.common_dir(self.repo)
+        self.base_ref = f"refs/heads/{batch.base}"
+        self.branch = self.spec.branch(number)
+        self.lease = (ctx.job_id, ctx.token)
+        row = batch.task(number)
+        self.state = State(row.status, row.rounds, row.worktree, row.start, row.verified,
+                           row.feedback, row.error, row.merged_as)  # fmt: skip
+        self.who = git.identity(self.repo)
+        self.slot: int | None = None
+        self.path = Path()
+        self.left_queue: list[str] = []  # why it left the merge queue, each time
+
+    # -- the whole way -------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        if self.state.status == "merged":
+            return self._summary()
+        self.slot, path = self._take_slot()
+        self.path = Path(path)
+        try:
+            if self.state.status == "approved":
+                self._merge()
+            else:
+                self._rounds()
+        finally:
+            try:  # its job's end frees it too: this only makes it sooner
+                self.store.batch_slot_free(self.name, self.slot, self.lease)
+            except OnceqError as exc:
+                log.warning("batch %s: slot %s not freed yet (%s)", self.name, self.slot, exc)
+        return self._summary()
+
+    def _rounds(self) -> None:
+        status = self.state.status
+        if status in ("pr_created", "reviewing"):
+            # The round's change is on the branch already: review it again.
+            head = git.rev(self.repo, self.branch)
+            assert head is not None, f"{self.branch} is gone"
+            pool.prepare(self.repo, self.common, self.path, head)
+        else:
+            if status == "pending" or self.state.rounds == 0:
+                self.state.start = self._base_tip()
+                self.state.rounds = 1
+            # in_progress/fixing: a round a crash interrupted, from where it started
+            head = self._agent_round()
+        self._until_merged(head)
+
+    def _until_merged(self, head: str) -> None:
+        """Review the change at `head`; back to the agent until it passes; then merge."""
+        while True:
+            problem = self._review(head)
+            if problem is None:
+                self._write("approved")
+                return self._merge()
+            self._next_round(problem, start=head)
+            head = self._agent_round()
+
+    def _next_round(self, feedback: str, start: str) -> None:
+        """Back to the agent with what went wrong, or failed when no round is left."""
+        if self.state.rounds > self.spec.fix_rounds:
+            self._write("failed", error=feedback.splitlines()[0], feedback=feedback)
+            raise TaskFailed(f"task {self.number}: {feedback.splitlines()[0]}")
+        self.state.start = start
+        self.state.rounds += 1
+        self._write("fixing", feedback=feedback)
+
+    # -- one agent round -----------------------------------------------------------
+
+    def _agent_round(self) -> str:
+        """Run the agent from the round's start; the commit its change ended as."""
+        start = self.state.start
+        assert start is not None
+        git.set_ref(self.repo, f"refs/heads/{self.branch}", start)
+        pool.prepare(self.repo, self.common, self.path, start)
+        first = self.state.rounds == 1 and self.state.feedback is None
+        self._write("in_progress" if first else "fixing", worktree=str(self.path))
+        ran = commands.run(self.spec.agent, self.path, self._env(), self.spec.timeout,
+                           self.ctx.should_stop)  # fmt: skip
+        self._check_lease()
+        git.commit_all(self.path, self._message(), self.who)
+        head = git.rev(self.path, "HEAD")
+        assert head is not None
+        if not ran.ok:
+            problem = f"the agent {ran.describe()}\n{ran.output}"
+            self._next_round(problem, start=start)
+            return self._agent_round()
+        if head == start:
+            self._next_round("the agent made no change", start=start)
+            return self._agent_round()
+        git.set_ref(self.repo, f"refs/heads/{self.branch}", head)
+        self._write("pr_created")
+        faults.hit("batch.pr_created")
+        return head
+
+    def _env(self) -> dict[str, str]:
+        round_no = self.state.rounds - 1
+        document = {**self.task.model_dump(), "round": round_no, "feedback": self.state.feedback,
+                    "batch": self.name, "branch": self.branch}  # fmt: skip
+        folder = pool.pool_root(self.common, self.name) / "tasks"
+        folder.mkdir(parents=True, exist_ok=True)
+        task_file = folder / f"{self.number}.json"
+        task_file.write_text(json.dumps(document, indent=2))
+        return {
+            **os.environ,
+            "ONCEQ_TASK_NUMBER": self.number,
+            "ONCEQ_TASK_TITLE": self.task.title,
+            "ONCEQ_TASK_ROUND": str(round_no),
+            "ONCEQ_TASK_FILE": str(task_file),
+            "ONCEQ_BATCH": self.name,
+            "ONCEQ_BATCH_DIR": self.batch_dir,
+        }
+
+    # -- review --------------------------------------------------------------------
+
+    def _review(self, head: str) -> str | None:
+        """What is wrong with the change at `head` (checked out), or None."""
+        self._write("reviewing")
+        if self.task.files is not None:
+            outside = [
+                f for f in git.changed_files(self.path, self.base_ref, head)
+                if not any(f == p or fnmatch(f, p) or f.startswith(p.rstrip("/") + "/")
+                           for p in self.task.files)
+            ]  # fmt: skip
+            if outside:
+                self.state.verified = f"failed: changed files outside `files`: {', '.join(outside)}"
+                return f"the change touches files outside `files`: {', '.join(outside)}"
+        return self._verify()
+
+    def _verify(self) -> str | None:
+        steps = [*self.spec.verify, *self.task.verification_steps]
+        env = {**os.environ, "ONCEQ_TASK_NUMBER": self.number, "ONCEQ_BATCH": self.name}
+        for command in steps:
+            ran = commands.run(command, self.path, env, self.spec.timeout, self.ctx.should_stop)
+            self._check_lease()
+            if not ran.ok:
+                self.state.verified = f"failed: {ran.describe()}"
+                return f"verification {ran.describe()}\n{ran.output}"
+        self.state.verified = f"passed: {len(steps)} step(s)"
+        return None
+
+    # -- the merge queue -----------------------------------------------------------
+
+    def _merge(self) -> None:
+        head = git.rev(self.repo, self.branch)
+        assert head is not None, f"{self.branch} is gone"
+        while True:
+            self._take_turn()
+            old = self._base_tip()
+            done = git.tasks_merged(self.repo, old, self.base_start).get(self.spec.tag(self.number))
+            if done is not None:  # merged by an attempt that died before recording it
+                return self._merged(done)
+            tree, conflict = git.merge_tree(self.repo, old, head)
+            if tree is None:
+                return self._leave_queue(f"merge conflict with {self.spec.base} at "
+                                         f"{old[:12]}: {conflict}", start=old)  # fmt: skip
+            new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
+            if self.spec.verify or self.task.verification_steps:
+                pool.reset(self.path, new)
+                problem = self._verify()
+                if problem is not None:
+                    return self._leave_queue(f"after merging onto {old[:12]}: {problem}",
+                                             start=head)  # fmt: skip
+            faults.hit("batch.merge.before_swap")
+            self._take_turn()  # still ours, right before the base moves
+            if not git.set_ref(self.repo, self.base_ref, new, old):
+                continue  # the base moved meanwhile: merge onto its new tip, verify again
+            faults.hit("batch.merge.swapped")
+            self._move_checkout(old, new)
+            return self._merged(new)
+
+    def _leave_queue(self, why: str, start: str) -> None:
+        """Out of the merge queue, back to the agent (or failed): the next round."""
+        self.store.batch_merge_free(self.name, self.lease)
+        self.left_queue.append(why.splitlines()[0])
+        self.state.error = self.left_queue[-1]  # shown while it is fixed; cleared at merge
+        log.info("batch %s: task %s left the merge queue: %s", self.name, self.number,
+                 self.left_queue[-1])  # fmt: skip
+        self._next_round(why, start=start)
+        self._until_merged(self._agent_round())
+
+    def _merged(self, commit: str) -> None:
+        self._write("merged", merged_as=commit, feedback=None, error=None)
+        self.store.batch_merge_free(self.name, self.lease)
+        log.info("batch %s: task %s merged as %s", self.name, self.number, commit[:12])
+
+    def _take_turn(self) -> None:
+        while not self.store.batch_merge_take(self.name, self.lease):
+            self._check_lease()
+            time.sleep(TURN_POLL)
+
+    def _move_checkout(self, old: str, new: str) -> None:
+        checkout = git.checked_out_at(self.repo, self.spec.base)
+        if checkout is None:
+            return
+        try:
+            git.move_checkout(checkout, old, new)
+        except git.GitError as exc:
+            log.warning("batch %s: %s moved to %s, but its checkout at %s could not follow (%s)",
+                        self.name, self.spec.base, new[:12], checkout, exc)  # fmt: skip
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _take_slot(self) -> tuple[int, str]:
+        while True:
+            found = self.store.batch_slot_take(self.name, self.lease)
+            if found is not None:
+                return found
+            self._check_lease()
+            time.sleep(0.1)
+
+    def _base_tip(self) -> str:
+        tip = git.rev(self.repo, self.base_ref)
+        if tip is None:
+            raise TaskFailed(f"the base branch {self.spec.base} is gone")
+        return tip
+
+    def _message(self) -> str:
+        return f"{self.number}: {self.task.title}\n\nOnceq-Task: {self.spec.tag(self.number)}\n"
+
+    def _check_lease(self) -> None:
+        if self.ctx.should_stop():
+            raise LeaseLost(f"task {self.number}: the job's lease was lost")
+
+    def _write(self, status: str, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        self.state.status = status
+        self.store.batch_task_update(self.name, self.number, self.lease, **asdict(self.state))
+
+    def _summary(self) -> dict[str, Any]:
+        return {"number": self.number, "status": self.state.status, "rounds": self.state.rounds,
+                "merged_as": self.state.merged_as, "left_queue": self.left_queue}  # fmt: skip

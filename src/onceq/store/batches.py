@@ -1,0 +1,227 @@
+"""The store's verbs for code-task batches (onceq.batch): the batch's rows, its pool of
+worktree slots and its merge queue's turn.
+
+A batch's tasks run as the jobs of one workflow run, so a task's lease is its job's
+lease. Every write a task's job makes here is fenced by it: the job row is read (and, on
+PostgreSQL, share-locked, so a rescue of that job waits) in the same transaction, and
+nothing is written once the job no longer runs under that token. A worktree slot or the
+merge turn is held by such a lease: when the job is rescued, re-claimed or ended, the
+slot and the turn are free again without anyone releasing them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from onceq.errors import LeaseLost, OnceqError
+from onceq.models import BatchRecord, BatchTaskRecord
+from onceq.store import rows
+from onceq.store.tx import LeaseKey, Params, Row, Tx
+
+# What a new run of a batch is made of: (name, definition JSON, input, step names), from
+# the numbers of the tasks still to merge, by batch number.
+RunMaker = Callable[[dict[int, list[str]]], tuple[str, str, Any, list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    name: str
+    repo: str
+    base: str
+    base_start: str
+    definition: str
+    tasks: Sequence[Params]  # number, title, batch_no, position, branch
+    slots: Sequence[tuple[int, str]]  # (slot, path)
+
+
+class BatchVerbs:
+    """Mixed into Store: the dialect supplies _in_tx, _read and _start_run."""
+
+    _in_tx: Callable[..., Any]
+    _read: Callable[..., Any]
+    _start_run: Callable[[Tx, str, str, Any, Sequence[str]], int]
+
+    def batch_submit(self, new: NewBatch, make_run: RunMaker) -> tuple[int | None, bool]:
+        """Create a batch, or take up one of that name again, in one transaction: its
+        rows, its slots, and a run for its unmerged tasks unless one still runs. Returns
+        (the run to wait for, or None when every task is merged; whether it is new)."""
+
+        def submit(tx: Tx) -> tuple[int | None, bool]:
+            found = tx.one("batch_lock", {"name": new.name})
+            if found is None:
+                tx.run("batch_insert", {"name": new.name, "repo": new.repo, "base": new.base,
+                                        "base_start": new.base_start,
+                                        "definition": new.definition})  # fmt: skip
+            elif (found["repo"], found["base"]) != (new.repo, new.base):
+                raise OnceqError(
+                    f"batch {new.name!r} exists for {found['repo']} (base {found['base']}): "
+                    "give this one another name"
+                )
+            else:
+                tx.run("batch_set_definition", {"name": new.name, "definition": new.definition})
+            for task in new.tasks:
+                tx.run("batch_task_insert", {"name": new.name, **task})
+            for slot, path in new.slots:
+                tx.run("batch_slot_insert", {"name": new.name, "slot": slot, "path": path})
+            if found is not None and found["run_id"] is not None:
+                run = tx.one("run_get", {"run_id": found["run_id"]})
+                if run is not None and run["status"] == "running":
+                    return found["run_id"], False  # it goes on: its jobs are still there
+            tx.run("batch_tasks_reopen", {"name": new.name})
+            todo: dict[int, list[str]] = {}
+            for row in tx.all("batch_tasks", {"name": new.name}):
+                if row["status"] != "merged":
+                    todo.setdefault(row["batch_no"], []).append(row["number"])
+            if not todo:
+                return None, False
+            run_id = self._start_run(tx, *make_run(todo))
+            tx.run("batch_set_run", {"name": new.name, "run_id": run_id})
+            return run_id, True
+
+        result: tuple[int | None, bool] = self._in_tx(submit, ("batch_submit",))
+        return result
+
+    def batch_get(self, name: str) -> BatchRecord | None:
+        """A batch with its tasks in file order, or None."""
+
+        def read(tx: Tx) -> tuple[Row | None, list[Row], Row | None]:
+            row = tx.one("batch_get", {"name": name})
+            if row is None:
+                return None, [], None
+            run = tx.one("run_get", {"run_id": row["run_id"]}) if row["run_id"] else None
+            return row, tx.all("batch_tasks", {"name": name}), run
+
+        row, tasks, run = self._read(read)
+        if row is None:
+            return None
+        slots = self._read(lambda tx: tx.all("batch_slots", {"name": name}))
+        return _batch(row, tasks, run["status"] if run else None, [s["path"] for s in slots])
+
+    def batch_list(self) -> list[tuple[BatchRecord, dict[str, int]]]:
+        """Every batch (without its tasks) and how many of its tasks are in each status."""
+
+        def read(tx: Tx) -> tuple[list[Row], list[Row]]:
+            return tx.all("batch_list", {}), tx.all("batch_task_counts", {})
+
+        found, counts = self._read(read)
+        by_batch: dict[str, dict[str, int]] = {}
+        for c in counts:
+            by_batch.setdefault(c["batch"], {})[c["status"]] = c["n"]
+        return [
+            (_batch({**r, "base_start": "", "definition": "{}"}, [], r["run_status"], []),
+             by_batch.get(r["name"], {}))
+            for r in found
+        ]  # fmt: skip
+
+    def batch_delete(self, name: str) -> bool:
+        """Forget a batch (its tasks and slots with it); False if there was none."""
+
+        def delete(tx: Tx) -> bool:
+            for query in ("batch_slots_delete", "batch_tasks_delete"):
+                tx.run(query, {"name": name})
+            return bool(tx.run("batch_delete", {"name": name}))
+
+        done: bool = self._in_tx(delete, ("batch_delete",))
+        return done
+
+    # -- the writes of a task's job, fenced by its lease -------------------------------
+
+    def batch_task_update(self, name: str, number: str, lease: LeaseKey, **state: Any) -> None:
+        """Record where a task stands (every field of batch_task_update); LeaseLost if
+        the job no longer holds this lease."""
+        params = {"name": name, "number": number, **state}
+        self._fenced(lease, lambda tx: tx.run("batch_task_update", params), "batch_task")
+
+    def batch_slot_take(self, name: str, lease: LeaseKey) -> tuple[int, str] | None:
+        """A worktree slot for this lease: the one it holds already, else a free one (its
+        holder's lease is gone, or it never had one); None when every slot is held."""
+
+        def take(tx: Tx) -> tuple[int, str] | None:
+            tx.one("batch_lock", {"name": name})
+            free = None
+            for s in tx.all("batch_slots", {"name": name}):
+                if (s["job_id"], s["token"]) == lease:
+                    return s["slot"], s["path"]
+                if not s["live"] and free is None:
+                    free = s
+            if free is None:
+                return None
+            tx.run("batch_slot_hold", {"name": name, "slot": free["slot"],
+                                       "job_id": lease[0], "token": lease[1]})  # fmt: skip
+            return free["slot"], free["path"]
+
+        found: tuple[int, str] | None = self._fenced(lease, take, "batch_slot")
+        return found
+
+    def batch_slot_free(self, name: str, slot: int, lease: LeaseKey) -> None:
+        """Give a slot back (its holder's job ending frees it too)."""
+        params = {"name": name, "slot": slot, "job_id": lease[0], "token": lease[1]}
+        self._in_tx(lambda tx: tx.run("batch_slot_free", params), ("batch_slot",))
+
+    def batch_merge_take(self, name: str, lease: LeaseKey) -> bool:
+        """The merge queue's turn for this lease, if nobody live has it."""
+
+        def take(tx: Tx) -> bool:
+            holder = tx.one("batch_merge_holder", {"name": name})
+            assert holder is not None
+            if (holder["merge_job"], holder["merge_token"]) == lease:
+                return True
+            if holder["live"]:
+                return False
+            tx.run("batch_merge_hold", {"name": name, "job_id": lease[0], "token": lease[1]})
+            return True
+
+        taken: bool = self._fenced(lease, take, "batch_merge")
+        return taken
+
+    def batch_merge_free(self, name: str, lease: LeaseKey) -> None:
+        """Give the merge turn back (its holder's job ending frees it too)."""
+        params = {"name": name, "job_id": lease[0], "token": lease[1]}
+        self._in_tx(lambda tx: tx.run("batch_merge_free", params), ("batch_merge",))
+
+    def _fenced(self, lease: LeaseKey, fn: Callable[[Tx], Any], label: str) -> Any:
+        def fenced(tx: Tx) -> Any:
+            if tx.one("job_lease_live", {"job_id": lease[0], "token": lease[1]}) is None:
+                raise LeaseLost(f"job {lease[0]} no longer runs under lease {lease[1]}")
+            return fn(tx)
+
+        return self._in_tx(fenced, (label,))
+
+
+def _batch(row: Row, tasks: list[Row], run_status: str | None, worktrees: list[str]) -> BatchRecord:
+    return BatchRecord(
+        name=row["name"],
+        repo=row["repo"],
+        base=row["base"],
+        base_start=row["base_start"],
+        definition=json.loads(row["definition"])
+        if isinstance(row["definition"], str)
+        else row["definition"],
+        run_id=row["run_id"],
+        run_status=run_status,
+        created_at=rows.dt(row["created_at"]),
+        worktrees=worktrees,
+        tasks=[
+            BatchTaskRecord(
+                number=t["number"],
+                title=t["title"],
+                batch_no=t["batch_no"],
+                status=t["status"],
+                rounds=t["rounds"],
+                branch=t["branch"],
+                worktree=t["worktree"],
+                start=t["start"],
+                verified=t["verified"],
+                feedback=t["feedback"],
+                error=t["error"],
+                merged_as=t["merged_as"],
+                started_at=rows.dt_or_none(t["started_at"]),
+                merged_at=rows.dt_or_none(t["merged_at"]),
+                updated_at=rows.dt(t["updated_at"]),
+            )
+            for t in tasks
+        ],
+    )

@@ -1,0 +1,130 @@
+"""Batches end to end: real repositories, real worker processes, a scripted agent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tests.batch.conftest import Project, git
+from tests.helpers import sql_rows
+
+
+def test_three_tasks_on_three_workers_are_merged_once_each(project: Project) -> None:
+    tasks = [
+        {
+            "number": f"1.{i}",
+            "title": f"task {i}",
+            "implementation": f"write src/t{i}.txt change {i}\nsleep 0.3",
+        }
+        for i in (1, 2, 3)
+    ]
+    file = project.batch("three", tasks, verify=["test -f README.md"])
+    project.run(file)
+    assert sorted(project.merged_tags()) == ["three/1.1", "three/1.2", "three/1.3"]
+    for i in (1, 2, 3):
+        assert project.on_main(f"src/t{i}.txt") == f"change {i}"
+        assert (project.repo / f"src/t{i}.txt").read_text() == f"change {i}\n"  # it moved
+    assert project.status() == ""  # the base's own checkout followed, and is clean
+    shown = project.show("three")
+    assert shown["status"] == "merged"
+    for t in shown["tasks"]:
+        assert (t["status"], t["rounds"], t["error"]) == ("merged", 1, None)
+        assert t["branch"] == f"onceq/three/{t['number']}"
+        assert git(project.repo, "rev-parse", "--verify", t["branch"])
+        assert t["started_at"] and t["merged_at"] and t["worktree"]
+    worktrees = {t["worktree"] for t in shown["tasks"]}
+    assert len(worktrees) == 3  # in parallel, each in its own slot
+    # Every task's job ran once: no claim race, no git failure retried.
+    attempts = sql_rows(project.url, "SELECT attempts FROM onceq_jobs WHERE task = ?",
+                        ("onceq.batch.task",))  # fmt: skip
+    assert sorted(a for (a,) in attempts) == [1, 1, 1]
+
+
+def test_a_batch_starts_only_once_every_task_of_the_one_before_is_merged(project: Project) -> None:
+    tasks = [
+        {"number": "1.1", "title": "a", "implementation": "write a.txt a\nsleep 0.5"},
+        {"number": "1.2", "title": "b", "implementation": "write b.txt b\nsleep 0.2"},
+        {"number": "2.1", "title": "c", "batch": 2, "implementation": "write c.txt c"},
+        {"number": "3.1", "title": "d", "batch": 3, "implementation": "write d.txt d"},
+    ]
+    project.run(project.batch("ordered", tasks))
+    shown = {t["number"]: t for t in project.show("ordered")["tasks"]}
+    at = {n: (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["merged_at"]))
+          for n, t in shown.items()}  # fmt: skip
+    assert at["2.1"][0] >= max(at["1.1"][1], at["1.2"][1])
+    assert at["3.1"][0] >= at["2.1"][1]
+    assert project.merged_tags()[2:] == ["ordered/2.1", "ordered/3.1"]
+
+
+def test_a_failed_verification_goes_back_to_the_agent_with_its_output(project: Project) -> None:
+    tasks = [
+        {
+            "number": "1",
+            "title": "fix it",
+            "implementation": "\n".join(
+                [
+                    "round 0: write result.txt bad",
+                    "round 1: feedback feedback.txt",
+                    "round 1: write result.txt good",
+                ]
+            ),
+            "verification_steps": [
+                "grep -q good result.txt || (echo 'result is not good'; exit 1)"
+            ],
+        }
+    ]
+    project.run(project.batch("verify", tasks))
+    (task,) = project.show("verify")["tasks"]
+    assert (task["status"], task["rounds"]) == ("merged", 2)
+    assert project.on_main("result.txt") == "good"
+    feedback = project.on_main("feedback.txt")  # the agent wrote what it was told
+    assert "result is not good" in feedback and "grep -q good" in feedback
+
+
+def test_a_change_outside_its_files_fails_review_and_names_them(project: Project) -> None:
+    tasks = [
+        {
+            "number": "1",
+            "title": "scoped",
+            "files": ["src/"],
+            "implementation": "write src/ok.txt fine\nwrite other/leak.txt oops",
+        }
+    ]
+    done = project.run(project.batch("scope", tasks, fix_rounds=0), code=1)
+    (task,) = project.show("scope")["tasks"]
+    assert task["status"] == "failed"
+    assert "other/leak.txt" in task["error"] and "src/ok.txt" not in task["error"]
+    assert "other/leak.txt" in done.stdout
+    assert project.merged_tags() == []
+    assert git(project.repo, "rev-parse", "main") == project.init  # nothing landed
+
+
+def test_tasks_that_conflict_are_merged_one_after_the_other(project: Project) -> None:
+    tasks = [
+        {"number": n, "title": f"set {n}", "implementation": f"write shared.txt {n}\nsleep 0.3"}
+        for n in ("a", "b")
+    ]
+    project.run(project.batch("conflict", tasks))
+    shown = {t["number"]: t for t in project.show("conflict")["tasks"]}
+    assert sorted(t["rounds"] for t in shown.values()) == [1, 2]  # the second was sent back
+    second = max(shown.values(), key=lambda t: t["rounds"])
+    assert project.on_main("shared.txt") == second["number"]  # redone on the new base
+    assert sorted(project.merged_tags()) == ["conflict/a", "conflict/b"]
+    results = sql_rows(project.url, "SELECT result FROM onceq_jobs WHERE task = ?",
+                       ("onceq.batch.task",))  # fmt: skip
+    left = [r for (r,) in results if "merge conflict" in str(r)]
+    assert len(left) == 1 and "shared.txt" in str(left[0])
+
+
+def test_a_conflict_with_no_round_left_fails_and_lands_nothing_of_it(project: Project) -> None:
+    tasks = [
+        {"number": "a", "title": "a", "implementation": "write shared.txt a"},
+        {"number": "b", "title": "b", "implementation": "write shared.txt b\nsleep 0.5"},
+    ]
+    done = project.run(project.batch("noround", tasks, fix_rounds=0), code=1)
+    shown = {t["number"]: t for t in project.show("noround")["tasks"]}
+    statuses = sorted(t["status"] for t in shown.values())
+    assert statuses == ["failed", "merged"]
+    failed = next(t for t in shown.values() if t["status"] == "failed")
+    assert "merge conflict" in failed["error"] and "shared.txt" in failed["error"]
+    assert "failed" in done.stdout
+    assert len(project.merged_tags()) == 1
