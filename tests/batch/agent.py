@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from killer import kill_worker_once  # noqa: E402
+from killer import kill_worker_once
 
 task = json.loads(Path(os.environ["ONCEQ_TASK_FILE"]).read_text())
 assert os.environ["ONCEQ_TASK_NUMBER"] == task["number"]

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,5 +89,5 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path, store_url: str) -> Iterator[Project]:
-    yield Project(tmp_path, store_url)
+def project(tmp_path: Path, store_url: str) -> Project:
+    return Project(tmp_path, store_url)

@@ -143,7 +143,22 @@ def dirty(worktree: str | Path) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
-def move_checkout(worktree: str | Path, old: str, new: str) -> None:
-    """Bring a working tree whose branch moved from `old` to `new` along (its index and
-    files): a two-tree merge, which refuses rather than overwrite a local change."""
-    git(worktree, "read-tree", "-m", "-u", old, new)
+def advance(repo: str | Path, branch: str, old: str, new: str) -> tuple[bool, str]:
+    """Move `branch` from `old` to `new` only if it is still at `old` (compare and swap);
+    (False, "") when it had moved. Where the branch is checked out in the repository's
+    own working tree, the checkout moves with it in the same git command (a fast-forward
+    there: `new` descends from `old`, so it succeeds only from `old`); if that checkout
+    has local changes in the way, the branch moves alone and the second value says so."""
+    ref = f"refs/heads/{branch}"
+    checkout = checked_out_at(repo, branch)
+    if checkout is not None:
+        done = git(checkout, "-c", "core.hooksPath=/dev/null", "merge", "--ff-only", "-q", new,
+                   check=False)  # fmt: skip
+        if done.returncode == 0 and rev(repo, ref) == new:
+            return True, ""
+        if rev(repo, ref) != old:
+            return False, ""
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        note = f"its checkout at {checkout} could not follow ({detail[-1] if detail else ''})"
+        return set_ref(repo, ref, new, old), note
+    return set_ref(repo, ref, new, old), ""

@@ -191,7 +191,7 @@ class TaskRun:
 
     def _verify(self) -> str | None:
         steps = [*self.spec.verify, *self.task.verification_steps]
-        env = {**os.environ, "ONCEQ_TASK_NUMBER": self.number, "ONCEQ_BATCH": self.name}
+        env = self._env()
         for command in steps:
             ran = commands.run(command, self.path, env, self.spec.timeout, self.ctx.should_stop)
             self._check_lease()
@@ -225,10 +225,13 @@ class TaskRun:
                                              start=head)  # fmt: skip
             faults.hit("batch.merge.before_swap")
             self._take_turn()  # still ours, right before the base moves
-            if not git.set_ref(self.repo, self.base_ref, new, old):
+            moved, note = git.advance(self.repo, self.spec.base, old, new)
+            if not moved:
                 continue  # the base moved meanwhile: merge onto its new tip, verify again
+            if note:
+                log.warning("batch %s: %s moved to %s, but %s", self.name, self.spec.base,
+                            new[:12], note)  # fmt: skip
             faults.hit("batch.merge.swapped")
-            self._move_checkout(old, new)
             return self._merged(new)
 
     def _leave_queue(self, why: str, start: str) -> None:
@@ -250,16 +253,6 @@ class TaskRun:
         while not self.store.batch_merge_take(self.name, self.lease):
             self._check_lease()
             time.sleep(TURN_POLL)
-
-    def _move_checkout(self, old: str, new: str) -> None:
-        checkout = git.checked_out_at(self.repo, self.spec.base)
-        if checkout is None:
-            return
-        try:
-            git.move_checkout(checkout, old, new)
-        except git.GitError as exc:
-            log.warning("batch %s: %s moved to %s, but its checkout at %s could not follow (%s)",
-                        self.name, self.spec.base, new[:12], checkout, exc)  # fmt: skip
 
     # -- helpers -------------------------------------------------------------------
 
