@@ -8,6 +8,7 @@ branch, the agent's command) is checked by `preflight` in onceq.batch.repo.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,14 @@ def parse(data: Any, source: str) -> BatchSpec:
     try:
         spec = BatchSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        found = exc.errors(include_url=False)  # a typo first: it explains the rest
+        err = min(found, key=lambda e: e["type"] != "extra_forbidden")
         loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err["loc"]).lstrip(".")
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        message = message.removeprefix("Value error, ")
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            model = TaskSpec if "tasks" in err["loc"] else BatchSpec
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), 1)
+            message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
         raise BatchError(f"{source}: {loc or '(top level)'}: {message}") from None
     seen: set[str] = set()
     for index, task in enumerate(spec.tasks):
