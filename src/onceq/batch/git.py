@@ -70,10 +70,12 @@ def identity(repo: str | Path) -> tuple[str, ...]:
 def commit_all(worktree: str | Path, message: str, who: Sequence[str]) -> bool:
     """Commit whatever is left in the worktree; False when nothing was."""
     git(worktree, "add", "-A")
-    if git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
+    done = git(worktree, *who, "commit", "-q", "--no-verify", "-m", message, check=False)
+    if done.returncode == 0:
+        return True
+    if "nothing to commit" in done.stdout + done.stderr:
         return False
-    git(worktree, *who, "commit", "-q", "--no-verify", "-m", message)
-    return True
+    raise GitError(f"git commit failed in {worktree}: {(done.stderr or done.stdout).strip()}")
 
 
 def changed_files(cwd: str | Path, base: str, head: str) -> list[str]:
@@ -129,10 +131,9 @@ def tasks_merged(cwd: str | Path, tip: str, since: str) -> dict[str, str]:
 
 def checked_out_at(repo: str | Path, branch: str) -> Path | None:
     """The repository's own working tree, if `branch` is what it has checked out."""
-    if out(repo, "rev-parse", "--is-bare-repository") == "true":
-        return None
-    head = git(repo, "symbolic-ref", "-q", "HEAD", read_only=True, check=False).stdout.strip()
-    if head != f"refs/heads/{branch}":
+    found = git(repo, "rev-parse", "--is-bare-repository", "--symbolic-full-name", "HEAD",
+                read_only=True, check=False).stdout.split()  # fmt: skip
+    if found[:1] != ["false"] or found[1:2] != [f"refs/heads/{branch}"]:
         return None
     return Path(out(repo, "rev-parse", "--show-toplevel"))
 
@@ -154,7 +155,7 @@ def advance(repo: str | Path, branch: str, old: str, new: str) -> tuple[bool, st
     if checkout is not None:
         done = git(checkout, "-c", "core.hooksPath=/dev/null", "merge", "--ff-only", "-q", new,
                    check=False)  # fmt: skip
-        if done.returncode == 0 and rev(repo, ref) == new:
+        if done.returncode == 0:  # a fast-forward of the branch it has checked out
             return True, ""
         if rev(repo, ref) != old:
             return False, ""

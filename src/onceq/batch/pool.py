@@ -12,11 +12,13 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from onceq.batch import git
+from onceq.errors import LeaseLost
 
 POOL_DIR = "onceq-worktrees"  # under the repository's .git: out of its working tree
 
@@ -32,10 +34,31 @@ def slot_path(common_dir: Path, batch: str, slot: int) -> Path:
 @contextmanager
 def repo_lock(common_dir: Path) -> Iterator[None]:
     """One worktree creation or removal at a time in this repository (all processes)."""
-    path = common_dir / POOL_DIR / ".lock"
+    with _flock(common_dir / POOL_DIR / ".lock", lambda: False):
+        yield
+
+
+@contextmanager
+def merge_lock(common_dir: Path, batch: str, should_stop: Callable[[], bool]) -> Iterator[None]:
+    """The machine-local side of a batch's merge queue: whoever waits for the turn gets
+    it the moment its holder lets go (or dies: the kernel lets go for it), without
+    polling the store. The store's turn, fenced by the job's lease, stays the rule."""
+    with _flock(pool_root(common_dir, batch) / ".merge.lock", should_stop):
+        yield
+
+
+@contextmanager
+def _flock(path: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop():
+                    raise LeaseLost(f"lost the lease while waiting for {path.name}") from None
+                time.sleep(0.001)
         try:
             yield
         finally:
@@ -46,12 +69,17 @@ def prepare(repo: Path, common_dir: Path, path: Path, start: str) -> None:
     """Make `path` a clean worktree on a detached HEAD at `start`."""
     if not _usable(path):
         with repo_lock(common_dir):
-            _remove(repo, path)
+            if path.exists():
+                _remove(repo, path)  # half made or broken: start again
             path.parent.mkdir(parents=True, exist_ok=True)
-            git.git(repo, "worktree", "add", "-q", "--detach", "--no-checkout", str(path), start)
-    else:
-        lock = Path(git.out(path, "rev-parse", "--absolute-git-dir")) / "index.lock"
-        lock.unlink(missing_ok=True)  # its writer is gone: the slot is ours now
+            # --force: a worktree deleted by hand is still registered at this path.
+            # --no-checkout: only the registration needs the lock, not the files.
+            git.git(repo, "worktree", "add", "-q", "--force", "--detach", "--no-checkout",
+                    str(path), start)  # fmt: skip
+        git.git(path, "checkout", "-q", "-f", "--detach", start)
+        return
+    lock = Path(git.out(path, "rev-parse", "--absolute-git-dir")) / "index.lock"
+    lock.unlink(missing_ok=True)  # its writer is gone: the slot is ours now
     reset(path, start)
 
 

@@ -206,18 +206,32 @@ class TaskRun:
     def _merge(self) -> None:
         head = git.rev(self.repo, self.branch)
         assert head is not None, f"{self.branch} is gone"
+        with pool.merge_lock(self.common, self.name, self.ctx.should_stop):
+            follow = self._merge_onto_tip(head)
+        if follow is not None:  # left the queue: back to the agent, then here again
+            self._next_round(*follow)
+            self._until_merged(self._agent_round())
+
+    def _merge_onto_tip(self, head: str) -> tuple[str, str] | None:
+        """Merge `head` onto the base's tip, once; or (feedback, where the next round
+        starts) when it left the queue."""
         while True:
             self._take_turn()
             old = self._base_tip()
             done = git.tasks_merged(self.repo, old, self.base_start).get(self.spec.tag(self.number))
             if done is not None:  # merged by an attempt that died before recording it
-                return self._merged(done)
+                self._merged(done)
+                return None
             tree, conflict = git.merge_tree(self.repo, old, head)
             if tree is None:
                 return self._leave_queue(f"merge conflict with {self.spec.base} at "
                                          f"{old[:12]}: {conflict}", start=old)  # fmt: skip
             new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
-            if self.spec.verify or self.task.verification_steps:
+            # What was verified is a tree: the same tree (the base has not moved since
+            # the round started) needs no second verification.
+            if tree != git.out(self.repo, "rev-parse", f"{head}^{{tree}}") and (
+                self.spec.verify or self.task.verification_steps
+            ):
                 pool.reset(self.path, new)
                 problem = self._verify()
                 if problem is not None:
@@ -232,17 +246,17 @@ class TaskRun:
                 log.warning("batch %s: %s moved to %s, but %s", self.name, self.spec.base,
                             new[:12], note)  # fmt: skip
             faults.hit("batch.merge.swapped")
-            return self._merged(new)
+            self._merged(new)
+            return None
 
-    def _leave_queue(self, why: str, start: str) -> None:
-        """Out of the merge queue, back to the agent (or failed): the next round."""
+    def _leave_queue(self, why: str, start: str) -> tuple[str, str]:
+        """Out of the merge queue, and why: the next round's feedback and start."""
         self.store.batch_merge_free(self.name, self.lease)
         self.left_queue.append(why.splitlines()[0])
         self.state.error = self.left_queue[-1]  # shown while it is fixed; cleared at merge
         log.info("batch %s: task %s left the merge queue: %s", self.name, self.number,
                  self.left_queue[-1])  # fmt: skip
-        self._next_round(why, start=start)
-        self._until_merged(self._agent_round())
+        return why, start
 
     def _merged(self, commit: str) -> None:
         self._write("merged", merged_as=commit, feedback=None, error=None)

@@ -10,6 +10,8 @@ Scenarios:
 - efficiency: tasks of known duration D on W workers (W processes, one slot each);
   efficiency = ceil(tasks / W) * D / measured makespan, the makespan counted from the
   enqueue to the last finish;
+- batches: the same for code-task batches in real git worktrees, merges included
+  (onceq.tools.batchbench);
 - no-op throughput: N jobs enqueued first, then 2 worker processes;
 - enqueue rate: one by one through task.enqueue, and batched through enqueue_many;
 - latency: enqueue -> start (p50, p95, p99) of jobs enqueued 10 ms apart to an idle
@@ -68,12 +70,14 @@ class Sizes:
     concurrency: int = 64
     efficiency: tuple[tuple[int, int, float], ...] = ((2, 2, 0.5), (4, 3, 0.5), (6, 3, 0.5),
                                                       (200, 8, 0.02))  # fmt: skip
+    # code-task batches in git worktrees: (tasks, workers, agent seconds)
+    batches: tuple[tuple[int, int, float], ...] = ((2, 2, 2.0), (4, 3, 2.0), (6, 3, 2.0))
 
     @classmethod
     def quick(cls) -> Sizes:
         """A few seconds per backend."""
         return cls(jobs=2_000, one_by_one=200, latency_jobs=40, fan_out=100,
-                   efficiency=((2, 2, 0.2), (4, 3, 0.2)))  # fmt: skip
+                   efficiency=((2, 2, 0.2), (4, 3, 0.2)), batches=((2, 2, 0.3),))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -126,8 +130,8 @@ class Bench:
     def all(self) -> list[Figure]:
         """Every scenario, in order."""
         figures: list[Figure] = []
-        for step in (self.efficiency, self.throughput, self.enqueue_rate, self.latency,
-                     self.fan_out):  # fmt: skip
+        for step in (self.efficiency, self.batches, self.throughput, self.enqueue_rate,
+                     self.latency, self.fan_out):  # fmt: skip
             figures += step()
         return figures
 
@@ -151,6 +155,14 @@ class Bench:
                               f"makespan {makespan:.3f}s, ideal {ideal:.3f}s"))  # fmt: skip
             self.store.queue_purge("default")
         return out
+
+    def batches(self) -> list[Figure]:
+        """Coordination efficiency of code-task batches in real git worktrees."""
+        from onceq.tools import batchbench
+
+        found = batchbench.run_all(self.backend, self.store, self.url, self.sizes.batches,
+                                   self.log)  # fmt: skip
+        return [Figure(self.backend, name, value, "%", detail) for name, value, detail in found]
 
     def throughput(self) -> list[Figure]:
         """No-op jobs per second, 2 worker processes, jobs enqueued beforehand."""
