@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo test lint check soak bench
+.PHONY: setup demo batch-demo test lint check soak bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/onceq demo
 
+# A batch of code tasks in git worktrees, merged once each (examples/batch).
+batch-demo: setup
+	$(BIN)/python examples/batch/demo.py
+
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

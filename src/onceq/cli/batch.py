@@ -45,6 +45,7 @@ def run_batch(
             live.update(tasks_table(record), refresh=True)
 
         record = batch.run(file, store, workers=workers, progress=show)
+    console.line()
     merged = sum(t.status == "merged" for t in record.tasks)
     console.print(f"batch {record.name}: {merged} of {len(record.tasks)} task(s) merged "
                   f"into {record.base}")  # fmt: skip
