@@ -38,7 +38,8 @@ def test_a_worker_killed_at_each_stage_merges_every_task_once(project: Project, 
     if point is not None:  # crash there once: the first worker that gets there exits
         env = {"ONCEQ_FAULTS": f"{point}=crash", "ONCEQ_FAULTS_ONCE": str(project.kills)}
     tasks[0]["verification_steps"] = verify  # task 1's own: it is the one killed
-    project.run(project.batch("crash", tasks, workers=2), env=env)
+    file = project.batch("crash", tasks, workers=2)
+    project.run(file, env=env)
 
     assert sorted(project.merged_tags()) == ["crash/1", "crash/2"]  # each exactly once
     assert project.on_main("log.txt") == "one"  # the killed round's work did not land
@@ -46,14 +47,23 @@ def test_a_worker_killed_at_each_stage_merges_every_task_once(project: Project, 
     assert project.status() == ""
     store = open_store(project.url)
     try:
-        (job,) = [j for j in store.job_list(task="onceq.batch.task") if j.args["number"] == "1"]
-        attempts = store.attempt_list(job.id)
+        history = {j.args["number"]: [a.outcome for a in store.attempt_list(j.id)]
+                   for j in store.job_list(task="onceq.batch.task")}  # fmt: skip
+        errors = [a.error or "" for j in store.job_list(task="onceq.batch.task")
+                  for a in store.attempt_list(j.id)]  # fmt: skip
     finally:
         store.close()
-    assert [a.outcome for a in attempts] == ["worker_died", "succeeded"], attempts
-    assert "died" in (attempts[0].error or "")
+    # One worker died (a fault point fires in whichever task gets there first; the
+    # kills are in task 1): its task ran again, the other once.
+    crashed = [n for n, outcomes in history.items() if outcomes != ["succeeded"]]
+    assert len(crashed) == 1, (history, sorted(p.name for p in project.kills.iterdir()),
+                               project.worker_log(file)[-3000:])  # fmt: skip
+    assert history[crashed[0]] == ["worker_died", "succeeded"]
+    assert point is not None or crashed == ["1"]
+    assert any("died" in e for e in errors)
     agent_runs = runs.read_text().split()
     # Killed while its agent ran: the round is redone; killed later: the agent's change
     # was committed already and is reviewed or merged as it is.
-    assert agent_runs.count("1") == (2 if stage == "agent" else 1)
-    assert agent_runs.count("2") == 1
+    for n in ("1", "2"):
+        again = n == crashed[0] and stage == "agent"
+        assert agent_runs.count(n) == (2 if again else 1), (n, agent_runs)
