@@ -8,6 +8,8 @@ directive per line (`round N: ...` applies to round N only):
     kill-worker MARKER   SIGKILL the worker running this agent, once (MARKER: a file name)
     commit               commit its own change (onceq commits what is left otherwise)
     feedback PATH        write the feedback it was given to PATH
+    touch PATH           create PATH (a barrier between tasks: see wait-for)
+    wait-for PATH        wait until PATH exists (up to 60 s)
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ for raw in task["implementation"].splitlines():
         kill_worker_once(rest)
     elif word == "commit":
         os.system("git add -A && git -c user.name=agent -c user.email=a@b commit -qm agent")
+    elif word == "touch":
+        Path(rest).touch()
+    elif word == "wait-for":
+        deadline = time.monotonic() + 60
+        while not Path(rest).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     elif word == "feedback":
         Path(rest).write_text(task["feedback"] or "")
     else:

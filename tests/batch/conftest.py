@@ -40,6 +40,17 @@ class Project:
         self.init = git(self.repo, "rev-parse", "HEAD")
         self.env = {**os.environ, "KILL_DIR": str(self.kills)}
 
+    def together(self, changes: dict[str, str], **fields: object) -> list[dict[str, object]]:
+        """Tasks whose first rounds run at the same time, from the same base tip: each
+        waits, before making its change, until every one has started."""
+        started = [self.kills / f"started-{n}" for n in changes]
+        return [
+            {"number": n, "title": f"task {n}", **fields, "implementation": "\n".join(
+                [f"round 0: touch {self.kills / f'started-{n}'}"]
+                + [f"round 0: wait-for {p}" for p in started] + [change])}
+            for n, change in changes.items()
+        ]  # fmt: skip
+
     def batch(self, name: str, tasks: list[dict[str, Any]], **options: Any) -> Path:
         document = {"name": name, "repo": "repo", "base": "main", "workers": 3,
                     "agent": f'{sys.executable} "$ONCEQ_BATCH_DIR/agent.py"',

@@ -9,14 +9,7 @@ from tests.helpers import sql_rows
 
 
 def test_three_tasks_on_three_workers_are_merged_once_each(project: Project) -> None:
-    tasks = [
-        {
-            "number": f"1.{i}",
-            "title": f"task {i}",
-            "implementation": f"write src/t{i}.txt change {i}\nsleep 0.3",
-        }
-        for i in (1, 2, 3)
-    ]
+    tasks = project.together({f"1.{i}": f"write src/t{i}.txt change {i}" for i in (1, 2, 3)})
     file = project.batch("three", tasks, verify=["test -f README.md"])
     project.run(file)
     assert sorted(project.merged_tags()) == ["three/1.1", "three/1.2", "three/1.3"]
@@ -99,10 +92,7 @@ def test_a_change_outside_its_files_fails_review_and_names_them(project: Project
 
 
 def test_tasks_that_conflict_are_merged_one_after_the_other(project: Project) -> None:
-    tasks = [
-        {"number": n, "title": f"set {n}", "implementation": f"write shared.txt {n}\nsleep 0.3"}
-        for n in ("a", "b")
-    ]
+    tasks = project.together({"a": "write shared.txt a", "b": "write shared.txt b"})
     project.run(project.batch("conflict", tasks))
     shown = {t["number"]: t for t in project.show("conflict")["tasks"]}
     assert sorted(t["rounds"] for t in shown.values()) == [1, 2]  # the second was sent back
@@ -116,10 +106,7 @@ def test_tasks_that_conflict_are_merged_one_after_the_other(project: Project) ->
 
 
 def test_a_conflict_with_no_round_left_fails_and_lands_nothing_of_it(project: Project) -> None:
-    tasks = [
-        {"number": "a", "title": "a", "implementation": "write shared.txt a"},
-        {"number": "b", "title": "b", "implementation": "write shared.txt b\nsleep 0.5"},
-    ]
+    tasks = project.together({"a": "write shared.txt a", "b": "write shared.txt b"})
     done = project.run(project.batch("noround", tasks, fix_rounds=0), code=1)
     shown = {t["number"]: t for t in project.show("noround")["tasks"]}
     statuses = sorted(t["status"] for t in shown.values())

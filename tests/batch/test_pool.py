@@ -13,10 +13,7 @@ from tests.helpers import eventually, sql_rows
 
 
 def test_a_resumed_batch_repairs_deleted_and_locked_worktrees(project: Project) -> None:
-    tasks = [
-        {"number": "1", "title": "fine", "implementation": "write one.txt 1"},
-        {"number": "2", "title": "broken", "implementation": "fail"},
-    ]
+    tasks = project.together({"1": "write one.txt 1", "2": "fail"})  # two slots in use
     file = project.batch("repair", tasks, workers=2, fix_rounds=0)
     project.run(file, code=1)
     assert [t["status"] for t in project.show("repair")["tasks"]] == ["merged", "failed"]
@@ -25,7 +22,7 @@ def test_a_resumed_batch_repairs_deleted_and_locked_worktrees(project: Project) 
     subprocess.run(["rm", "-rf", str(slots[0])], check=True)  # deleted by hand
     admin = git(slots[1], "rev-parse", "--absolute-git-dir")
     (project.root / admin / "index.lock").write_text("")  # left by a killed git
-    tasks[1]["implementation"] = "write two.txt 2"
+    tasks[1] = {**tasks[1], "implementation": "write two.txt 2"}
     file = project.batch("repair", tasks, workers=2, fix_rounds=0)  # fixed, same name
     project.run(file)
     assert [t["status"] for t in project.show("repair")["tasks"]] == ["merged", "merged"]
@@ -49,7 +46,7 @@ def test_worktrees_are_created_one_at_a_time(project: Project) -> None:
 
         def running() -> bool:
             try:
-                return int(sql_rows(project.url, query)[0][0]) >= 2
+                return int(sql_rows(project.url, query)[0][0]) == 6  # a worker each
             except Exception:  # the store is not made yet
                 return False
 

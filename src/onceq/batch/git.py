@@ -8,6 +8,7 @@ are written with update-ref, so no branch is ever "already checked out" elsewher
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Sequence
@@ -53,6 +54,17 @@ def out(cwd: str | Path, *args: str) -> str:
 def common_dir(repo: str | Path) -> Path:
     """The repository's shared .git directory (the same from any of its worktrees)."""
     return Path(repo, out(repo, "rev-parse", "--git-common-dir")).resolve()
+
+
+@functools.cache
+def common_dir_cached(repo: Path) -> Path:
+    """common_dir, asked once per process and repository (it does not move)."""
+    return common_dir(repo)
+
+
+@functools.cache
+def identity_cached(repo: Path) -> tuple[str, ...]:
+    return identity(repo)
 
 
 def rev(cwd: str | Path, ref: str) -> str | None:
@@ -132,10 +144,10 @@ def tasks_merged(cwd: str | Path, tip: str, since: str) -> dict[str, str]:
 def checked_out_at(repo: str | Path, branch: str) -> Path | None:
     """The repository's own working tree, if `branch` is what it has checked out."""
     found = git(repo, "rev-parse", "--is-bare-repository", "--symbolic-full-name", "HEAD",
-                read_only=True, check=False).stdout.split()  # fmt: skip
-    if found[:1] != ["false"] or found[1:2] != [f"refs/heads/{branch}"]:
+                "--show-toplevel", read_only=True, check=False).stdout.splitlines()  # fmt: skip
+    if found[:2] != ["false", f"refs/heads/{branch}"] or len(found) < 3:
         return None
-    return Path(out(repo, "rev-parse", "--show-toplevel"))
+    return Path(found[2])
 
 
 def dirty(worktree: str | Path) -> list[str]:

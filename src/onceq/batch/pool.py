@@ -78,8 +78,7 @@ def prepare(repo: Path, common_dir: Path, path: Path, start: str) -> None:
                     str(path), start)  # fmt: skip
         git.git(path, "checkout", "-q", "-f", "--detach", start)
         return
-    lock = Path(git.out(path, "rev-parse", "--absolute-git-dir")) / "index.lock"
-    lock.unlink(missing_ok=True)  # its writer is gone: the slot is ours now
+    (_admin(path) / "index.lock").unlink(missing_ok=True)  # its writer is gone: ours now
     reset(path, start)
 
 
@@ -89,11 +88,21 @@ def reset(path: Path, start: str) -> None:
     git.git(path, "clean", "-q", "-f", "-f", "-d", "-x")
 
 
+def _admin(path: Path) -> Path:
+    """A worktree's own git folder, from its `.git` file ("gitdir: …")."""
+    text = (path / ".git").read_text().strip()
+    return (path / text.removeprefix("gitdir:").strip()).resolve()
+
+
 def _usable(path: Path) -> bool:
-    if not (path / ".git").is_file():
+    """A worktree git still knows: its .git file points at its admin folder, and that
+    folder points back at it."""
+    try:
+        admin = _admin(path)
+        back = Path((admin / "gitdir").read_text().strip()).parent
+    except OSError:
         return False
-    found = git.git(path, "rev-parse", "--is-inside-work-tree", read_only=True, check=False)
-    return found.returncode == 0 and found.stdout.strip() == "true"
+    return back.resolve() == path.resolve() and (admin / "HEAD").is_file()
 
 
 def _remove(repo: Path, path: Path) -> None:

@@ -62,14 +62,14 @@ class TaskRun:
         self.batch_dir = batch.definition["dir"]
         self.name, self.base_start = batch.name, batch.base_start
         self.repo = Path(batch.repo)
-        self.common = git.common_dir(self.repo)
+        self.common = git.common_dir_cached(self.repo)
         self.base_ref = f"refs/heads/{batch.base}"
         self.branch = self.spec.branch(number)
         self.lease = (ctx.job_id, ctx.token)
         row = batch.task(number)
         self.state = State(row.status, row.rounds, row.worktree, row.start, row.verified,
                            row.feedback, row.error, row.merged_as)  # fmt: skip
-        self.who = git.identity(self.repo)
+        self.who = git.identity_cached(self.repo)
         self.slot: int | None = None
         self.path = Path()
         self.left_queue: list[str] = []  # why it left the merge queue, each time
@@ -133,7 +133,6 @@ class TaskRun:
         """Run the agent from the round's start; the commit its change ended as."""
         start = self.state.start
         assert start is not None
-        git.set_ref(self.repo, f"refs/heads/{self.branch}", start)
         pool.prepare(self.repo, self.common, self.path, start)
         first = self.state.rounds == 1 and self.state.feedback is None
         self._write("in_progress" if first else "fixing", worktree=str(self.path))
@@ -215,6 +214,7 @@ class TaskRun:
     def _merge_onto_tip(self, head: str) -> tuple[str, str] | None:
         """Merge `head` onto the base's tip, once; or (feedback, where the next round
         starts) when it left the queue."""
+        verified = git.out(self.repo, "rev-parse", f"{head}^{{tree}}")
         while True:
             self._take_turn()
             old = self._base_tip()
@@ -229,9 +229,7 @@ class TaskRun:
             new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
             # What was verified is a tree: the same tree (the base has not moved since
             # the round started) needs no second verification.
-            if tree != git.out(self.repo, "rev-parse", f"{head}^{{tree}}") and (
-                self.spec.verify or self.task.verification_steps
-            ):
+            if tree != verified and (self.spec.verify or self.task.verification_steps):
                 pool.reset(self.path, new)
                 problem = self._verify()
                 if problem is not None:
@@ -259,8 +257,7 @@ class TaskRun:
         return why, start
 
     def _merged(self, commit: str) -> None:
-        self._write("merged", merged_as=commit, feedback=None, error=None)
-        self.store.batch_merge_free(self.name, self.lease)
+        self._write("merged", merged_as=commit, feedback=None, error=None, turn_done=True)
         log.info("batch %s: task %s merged as %s", self.name, self.number, commit[:12])
 
     def _take_turn(self) -> None:
@@ -291,11 +288,12 @@ class TaskRun:
         if self.ctx.should_stop():
             raise LeaseLost(f"task {self.number}: the job's lease was lost")
 
-    def _write(self, status: str, **changes: Any) -> None:
+    def _write(self, status: str, turn_done: bool = False, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(self.state, key, value)
         self.state.status = status
-        self.store.batch_task_update(self.name, self.number, self.lease, **asdict(self.state))
+        self.store.batch_task_update(self.name, self.number, self.lease, turn_done=turn_done,
+                                     **asdict(self.state))  # fmt: skip
 
     def _summary(self) -> dict[str, Any]:
         return {"number": self.number, "status": self.state.status, "rounds": self.state.rounds,

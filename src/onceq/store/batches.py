@@ -129,11 +129,21 @@ class BatchVerbs:
 
     # -- the writes of a task's job, fenced by its lease -------------------------------
 
-    def batch_task_update(self, name: str, number: str, lease: LeaseKey, **state: Any) -> None:
-        """Record where a task stands (every field of batch_task_update); LeaseLost if
-        the job no longer holds this lease."""
+    def batch_task_update(
+        self, name: str, number: str, lease: LeaseKey, *, turn_done: bool = False, **state: Any
+    ) -> None:
+        """Record where a task stands (every field of batch_task_update), and with
+        `turn_done` give the merge turn back in the same transaction; LeaseLost if the
+        job no longer holds this lease."""
         params = {"name": name, "number": number, **state}
-        self._fenced(lease, lambda tx: tx.run("batch_task_update", params), "batch_task")
+        turn = {"name": name, "job_id": lease[0], "token": lease[1]}
+
+        def update(tx: Tx) -> None:
+            tx.run("batch_task_update", params)
+            if turn_done:
+                tx.run("batch_merge_free", turn)
+
+        self._fenced(lease, update, "batch_task")
 
     def batch_slot_take(self, name: str, lease: LeaseKey) -> tuple[int, str] | None:
         """A worktree slot for this lease: the one it holds already, else a free one (its
