@@ -6,10 +6,12 @@ directive per line (`round N: ...` applies to round N only):
     sleep SECONDS
     fail                 exit 3 (a failed round)
     kill-worker MARKER   SIGKILL the worker running this agent, once (MARKER: a file name)
+    kill-worker-always   SIGKILL the worker running this agent, every time
     commit               commit its own change (onceq commits what is left otherwise)
     feedback PATH        write the feedback it was given to PATH
     touch PATH           create PATH (a barrier between tasks: see wait-for)
     wait-for PATH        wait until PATH exists (up to 60 s)
+    wait-merged PATH     wait until PATH is on the base branch `main` (up to 60 s)
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ for raw in task["implementation"].splitlines():
         sys.exit(3)
     elif word == "kill-worker":
         kill_worker_once(rest)
+    elif word == "kill-worker-always":
+        kill_worker_once(f"always-{time.monotonic_ns()}")
     elif word == "commit":
         os.system("git add -A && git -c user.name=agent -c user.email=a@b commit -qm agent")
     elif word == "touch":
@@ -57,6 +61,12 @@ for raw in task["implementation"].splitlines():
     elif word == "wait-for":
         deadline = time.monotonic() + 60
         while not Path(rest).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    elif word == "wait-merged":
+        deadline = time.monotonic() + 60
+        while os.system(f"git cat-file -e main:{rest} 2>/dev/null") != 0:
+            if time.monotonic() > deadline:
+                sys.exit(f"{rest} never reached main")
             time.sleep(0.01)
     elif word == "feedback":
         Path(rest).write_text(task["feedback"] or "")

@@ -17,7 +17,8 @@ STAGES = {
     # stage: (extra directive for task 1's agent, its verification steps, fault point)
     "agent": ("kill-worker agent", [], None),
     "verifying": ("", [f"{KILLER} verify"], None),
-    "post-merge verification": ("", [f"{KILLER} verify --on 2"], None),
+    # (after the bystander merged: the base moved, so the merge result is verified)
+    "post-merge verification": ("wait-merged log2.txt", [f"{KILLER} verify --on 2"], None),
     "after the commit": ("", [], "batch.pr_created"),
     "before the swap": ("", [], "batch.merge.before_swap"),
     "after the swap": ("", [], "batch.merge.swapped"),

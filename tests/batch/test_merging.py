@@ -115,3 +115,26 @@ def test_a_conflict_with_no_round_left_fails_and_lands_nothing_of_it(project: Pr
     assert "merge conflict" in failed["error"] and "shared.txt" in failed["error"]
     assert "failed" in done.stdout
     assert len(project.merged_tags()) == 1
+
+
+def test_when_a_batch_fails_the_next_says_why_it_never_started(project: Project) -> None:
+    tasks = [
+        {"number": "1", "title": "broken", "implementation": "fail"},
+        {"number": "2", "title": "later", "batch": 2, "implementation": "write b.txt b"},
+    ]
+    project.run(project.batch("stops", tasks, fix_rounds=0), code=1)
+    first, later = project.show("stops")["tasks"]
+    assert (first["status"], later["status"]) == ("failed", "pending")
+    assert "exit 3" in first["error"]
+    assert later["error"].startswith("not started: step 'batch-1' failed")
+    assert project.merged_tags() == []
+
+
+def test_a_task_that_kills_every_worker_ends_failed_not_in_progress(project: Project) -> None:
+    tasks = [{"number": "1", "title": "deadly", "implementation": "kill-worker-always"}]
+    project.run(project.batch("deadly", tasks, workers=1), code=1, timeout=300)
+    (task,) = project.show("deadly")["tasks"]
+    assert task["status"] == "failed"
+    assert "died" in task["error"]
+    runs = sql_rows(project.url, "SELECT attempts, status FROM onceq_jobs")
+    assert runs == [(4, "failed")]  # every attempt spent, then no more

@@ -32,6 +32,7 @@ def test_bench_quick_reports_every_scenario(backend: str, request: pytest.Fixtur
     scenarios = [f["scenario"] for f in report["figures"]]
     assert scenarios == [
         "efficiency 2 x 0.2s / 2 workers", "efficiency 4 x 0.2s / 3 workers",
+        "batch 2 tasks x 0.3s / 2 workers",
         "no-op throughput", "enqueue, one by one", "enqueue, batched",
         "latency p50", "latency p95", "latency p99", "fan-out of 100 to join",
     ]  # fmt: skip

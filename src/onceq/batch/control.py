@@ -157,6 +157,7 @@ def run(
                 if record.run_status != "running":
                     break
                 time.sleep(poll)
+    store.batch_settle(spec.name)
     record = _get(store, spec.name)
     if progress is not None:
         progress(record)

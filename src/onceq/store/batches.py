@@ -116,6 +116,20 @@ class BatchVerbs:
             for r in found
         ]  # fmt: skip
 
+    def batch_settle(self, name: str) -> None:
+        """After its run has ended, no task of the batch is left looking in progress."""
+
+        def settle(tx: Tx) -> None:
+            row = tx.one("batch_lock", {"name": name})
+            run = tx.one("run_get", {"run_id": row["run_id"]}) if row and row["run_id"] else None
+            if run is None or run["status"] == "running":
+                return
+            reason = run["error"] or f"the batch's run was {run['status']}"
+            tx.run("batch_tasks_settle", {"name": name, "reason": reason,
+                                          "skipped": f"not started: {reason}"})  # fmt: skip
+
+        self._in_tx(settle, ("batch_settle",))
+
     def batch_delete(self, name: str) -> bool:
         """Forget a batch (its tasks and slots with it); False if there was none."""
 

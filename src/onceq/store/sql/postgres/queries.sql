@@ -712,3 +712,12 @@ UPDATE onceq_batches SET merge_job = %(job_id)s, merge_token = %(token)s WHERE n
 -- name: batch_merge_free
 UPDATE onceq_batches SET merge_job = NULL, merge_token = NULL
 WHERE name = %(name)s AND merge_job = %(job_id)s AND merge_token = %(token)s;
+
+-- name: batch_tasks_settle
+-- Once the batch's run has ended: a task stopped half way (its job spent its attempts,
+-- or the run was cancelled) is failed with the run's reason; one never started says why.
+UPDATE onceq_batch_tasks
+SET status = CASE WHEN status = 'pending' THEN status ELSE 'failed' END,
+    error = coalesce(error, CASE WHEN status = 'pending' THEN %(skipped)s ELSE %(reason)s END),
+    updated_at = now()
+WHERE batch = %(name)s AND status NOT IN ('merged', 'failed');

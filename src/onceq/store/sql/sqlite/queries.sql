@@ -521,3 +521,12 @@ UPDATE onceq_batches SET merge_job = :job_id, merge_token = :token WHERE name = 
 -- name: batch_merge_free
 UPDATE onceq_batches SET merge_job = NULL, merge_token = NULL
 WHERE name = :name AND merge_job = :job_id AND merge_token = :token;
+
+-- name: batch_tasks_settle
+-- Once the batch's run has ended: a task stopped half way (its job spent its attempts,
+-- or the run was cancelled) is failed with the run's reason; one never started says why.
+UPDATE onceq_batch_tasks
+SET status = CASE WHEN status = 'pending' THEN status ELSE 'failed' END,
+    error = coalesce(error, CASE WHEN status = 'pending' THEN :skipped ELSE :reason END),
+    updated_at = :now
+WHERE batch = :name AND status NOT IN ('merged', 'failed');
