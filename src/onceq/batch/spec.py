@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from onceq.errors import BatchError
+from onceq.yamltext import safe_load
 
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # a piece of a branch name
 
@@ -126,11 +126,5 @@ def load(path: str | Path) -> BatchSpec:
         text = Path(path).read_text()
     except OSError as exc:
         raise BatchError(f"cannot read batch file {source!r}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BatchError(f"{source}: invalid YAML{at}: {problem}") from None
+    data = safe_load(text, source, BatchError)
     return parse(data, source)

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from onceq.errors import PayloadError, WorkflowError
 from onceq.store import jsoncodec
 from onceq.workflow import refs
+from onceq.yamltext import safe_load
 
 if TYPE_CHECKING:
     from onceq.app import App
@@ -230,11 +230,5 @@ def parse_definition(data: Any, source: str = "workflow") -> Definition:
 
 def load_yaml(text: str, source: str = "workflow") -> Definition:
     """Parse and check a YAML definition (safe loading: plain data only)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise WorkflowError(f"{source}: invalid YAML{at}: {problem}") from None
+    data = safe_load(text, source, WorkflowError)
     return parse_definition(data, source)
