@@ -34,7 +34,12 @@ def make_batch(store: Store, slots: int = 2) -> int | None:
 
 
 def leases(store: Store, n: int) -> list[Lease]:
-    store.job_insert_many([NewJob(task="t", queue="q")] * n)
+    """Claimed jobs of the batch's run (only those may write for it)."""
+    record = store.batch_get("b")
+    assert record is not None
+    start = len(store.job_list(run_id=record.run_id))
+    store.job_insert_many([NewJob(task="t", queue="q", run_id=record.run_id, step="s", item=i)
+                           for i in range(start, start + n)])  # fmt: skip
     return store.job_claim("w", ["q"], n, 30)
 
 
@@ -90,6 +95,16 @@ def test_a_stale_lease_cannot_take_a_slot_or_the_turn(store: Store) -> None:
         store.batch_slot_take("b", key(lease))
     with pytest.raises(LeaseLost):
         store.batch_merge_take("b", key(lease))
+
+
+def test_a_job_of_another_run_cannot_write_for_the_batch(store: Store) -> None:
+    make_batch(store)
+    store.job_insert(NewJob(task="t", queue="q"))  # running, but of no run of this batch
+    (stranger,) = store.job_claim("w", ["q"], 1, 30)
+    with pytest.raises(LeaseLost):
+        store.batch_task_update("b", "1", key(stranger), **STATE)
+    with pytest.raises(LeaseLost):
+        store.batch_slot_take("b", key(stranger))
 
 
 def test_a_batch_name_is_for_one_repository(store: Store) -> None:

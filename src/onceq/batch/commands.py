@@ -12,12 +12,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-KEEP = 8000  # characters of output kept as feedback: the end, where errors are
+KEEP = 8000  # bytes of output kept as feedback: the end, where errors are
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +46,22 @@ def run(
     timeout: float,
     should_stop: Callable[[], bool],
 ) -> Ran:
-    """Run `command` with /bin/sh in `cwd`; its output (stdout and stderr) kept."""
+    """Run `command` with /bin/sh in `cwd`; the end of its output (stdout and stderr)
+    kept. It is over when the shell exits: a background child it left, still holding
+    the output pipe, is not waited for (it dies with the worker)."""
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, text=True,
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, errors="replace")  # fmt: skip
+                                stderr=subprocess.STDOUT)  # fmt: skip
     except OSError as exc:
         return Ran(command, None, "", f"cannot start: {exc.strerror}")
+    assert proc.stdout is not None
+    tail = _Tail(proc.stdout)
     deadline = time.monotonic() + timeout
-    chunks: list[str] = []
     why = ""
     while True:
         try:
-            text, _ = proc.communicate(timeout=0.1)
-            chunks.append(text or "")
+            proc.wait(timeout=0.05)
             break
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline:
@@ -67,11 +71,30 @@ def run(
             else:
                 continue
         _kill_tree(proc.pid)
-        text, _ = proc.communicate()
-        chunks.append(text or "")
+        proc.wait()
         break
-    output = "".join(chunks)[-KEEP:]
+    output = tail.text(drain=0.2)
     return Ran(command, None if why else proc.returncode, output, why)
+
+
+class _Tail:
+    """Reads a pipe on a thread of its own, keeping only its last KEEP bytes."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe, self.kept = pipe, bytearray()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := os.read(self.pipe.fileno(), 65536):
+                self.kept += chunk
+                del self.kept[: max(0, len(self.kept) - KEEP)]
+
+    def text(self, drain: float) -> str:
+        self.thread.join(drain)  # what the shell wrote before it exited
+        data = bytes(self.kept)
+        return data.decode("utf-8", "replace").replace("\0", "\\0")
 
 
 def _kill_tree(pid: int) -> None:

@@ -8,9 +8,9 @@ transaction; `run` also starts the worker processes and watches until the run en
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -61,8 +61,7 @@ def preflight(spec: BatchSpec, file: str | Path) -> Prepared:
     tip = git.rev(repo, f"refs/heads/{spec.base}")
     if tip is None:
         raise BatchError(f"base {spec.base!r}: no such branch in {repo}")
-    checkout = git.checked_out_at(repo, spec.base)
-    if checkout is not None:
+    for checkout in git.checkouts(repo, spec.base):
         changes = git.dirty(checkout)
         if changes:
             raise BatchError(
@@ -81,14 +80,22 @@ def _check_agent(command: str, repo: Path) -> None:
     program = words[0] if words else ""
     if not program or "$" in program or "=" in program:
         return  # an expansion or an assignment: the shell will say
+    if _shell_knows(program):
+        return  # a builtin or keyword (cd, set…), or found on PATH
     if "/" in program:
         if (
             not (Path(program).is_absolute() and Path(program).exists())
             and not (repo / program).exists()
         ):
             raise BatchError(f"agent command not found: {program!r} (it runs in the worktree)")
-    elif shutil.which(program) is None:
+    else:
         raise BatchError(f"agent command not found: {program!r} is not on PATH")
+
+
+def _shell_knows(word: str) -> bool:
+    done = subprocess.run(["/bin/sh", "-c", 'command -v -- "$1"', "sh", word],
+                          capture_output=True, check=False)  # fmt: skip
+    return done.returncode == 0 and "/" not in word
 
 
 def _make_run(spec: BatchSpec) -> Callable[[dict[int, list[str]]], tuple[str, str, Any, list[str]]]:
@@ -179,7 +186,8 @@ class _workers:
     def __enter__(self) -> _workers:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)  # fmt: skip
+                                         stdin=subprocess.DEVNULL,
+                                         preexec_fn=_drain_when_orphaned)  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -191,6 +199,16 @@ class _workers:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _drain_when_orphaned() -> None:
+    """In the worker pool's process, before it starts: SIGTERM (a drain) when the
+    `batch run` that started it dies, however it dies (Linux's parent-death signal)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _get(store: Store, name: str) -> BatchRecord:

@@ -141,13 +141,17 @@ def tasks_merged(cwd: str | Path, tip: str, since: str) -> dict[str, str]:
     return found
 
 
-def checked_out_at(repo: str | Path, branch: str) -> Path | None:
-    """The repository's own working tree, if `branch` is what it has checked out."""
-    found = git(repo, "rev-parse", "--is-bare-repository", "--symbolic-full-name", "HEAD",
-                "--show-toplevel", read_only=True, check=False).stdout.splitlines()  # fmt: skip
-    if found[:2] != ["false", f"refs/heads/{branch}"] or len(found) < 3:
-        return None
-    return Path(found[2])
+def checkouts(repo: str | Path, branch: str) -> list[Path]:
+    """Every working tree that has `branch` checked out (the repository's own, or a
+    linked worktree of the user's; onceq's own stay detached)."""
+    text = out(repo, "worktree", "list", "--porcelain")
+    found, path = [], None
+    for line in text.splitlines():
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and path is not None:
+            found.append(path)
+    return found
 
 
 def dirty(worktree: str | Path) -> list[str]:
@@ -156,22 +160,47 @@ def dirty(worktree: str | Path) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
-def advance(repo: str | Path, branch: str, old: str, new: str) -> tuple[bool, str]:
-    """Move `branch` from `old` to `new` only if it is still at `old` (compare and swap);
-    (False, "") when it had moved. Where the branch is checked out in the repository's
-    own working tree, the checkout moves with it in the same git command (a fast-forward
-    there: `new` descends from `old`, so it succeeds only from `old`); if that checkout
-    has local changes in the way, the branch moves alone and the second value says so."""
-    ref = f"refs/heads/{branch}"
-    checkout = checked_out_at(repo, branch)
-    if checkout is not None:
-        done = git(checkout, "-c", "core.hooksPath=/dev/null", "merge", "--ff-only", "-q", new,
-                   check=False)  # fmt: skip
-        if done.returncode == 0:  # a fast-forward of the branch it has checked out
-            return True, ""
-        if rev(repo, ref) != old:
-            return False, ""
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        note = f"its checkout at {checkout} could not follow ({detail[-1] if detail else ''})"
-        return set_ref(repo, ref, new, old), note
-    return set_ref(repo, ref, new, old), ""
+def advance(repo: str | Path, branch: str, old: str, new: str, since: str) -> tuple[bool, str]:
+    """Move `branch` from `old` to `new` only if it is still at `old` (compare and swap),
+    and every checkout of it along with it. (False, "") when it had moved; (False, why)
+    when a checkout of it has local changes in the way (nothing is moved then: the
+    base is never moved under a checkout that cannot follow)."""
+    if rev(repo, f"refs/heads/{branch}") != old:
+        return False, ""  # moved already: nothing to bring any checkout to
+    trees = checkouts(repo, branch)
+    for tree in trees:
+        problem = catch_up(tree, old, since)
+        if problem is None:
+            dry = git(tree, "read-tree", "-n", "-m", "-u", old, new, check=False)
+            problem = None if dry.returncode == 0 else _last_line(dry)
+        if problem is not None:
+            return False, (f"the checkout of {branch} at {tree} has local changes in the "
+                           f"way ({problem}): commit or stash them")  # fmt: skip
+    if not set_ref(repo, f"refs/heads/{branch}", new, old):
+        return False, ""
+    for tree in trees:
+        git(tree, "read-tree", "-m", "-u", old, new, check=False)  # checked just above
+    return True, ""
+
+
+def catch_up(tree: str | Path, tip: str, since: str) -> str | None:
+    """Bring a checkout whose index is still at an earlier tip of its branch (a worker
+    died between moving the branch and moving the checkout) to `tip`; None when it is
+    there, else what is in the way. Only tips onceq made count: from `since` on."""
+
+    def at(commit: str) -> bool:
+        return git(tree, "diff-index", "--cached", "--quiet", commit, read_only=True,
+                   check=False).returncode == 0  # fmt: skip
+
+    if at(tip):
+        return None
+    for commit in [*out(tree, "rev-list", "--first-parent", tip, f"^{since}").split()[1:], since]:
+        if at(commit):
+            done = git(tree, "read-tree", "-m", "-u", commit, tip, check=False)
+            return None if done.returncode == 0 else _last_line(done)
+    return "its index holds staged changes"
+
+
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit {done.returncode}"

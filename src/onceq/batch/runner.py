@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from onceq.store import Store
 
 log = logging.getLogger("onceq.batch")
 TURN_POLL = 0.02  # seconds between looks at a busy merge queue
+BLOCKED_WAIT = 1.0  # seconds between tries to merge past a checkout with local changes
+BLOCKED = ("", "")  # _merge_onto_tip: a checkout of the base is in the way, try again
 
 
 class TaskFailed(OnceqError):
@@ -58,6 +60,8 @@ class TaskRun:
     def __init__(self, store: Store, ctx: JobContext, batch: BatchRecord, number: str) -> None:
         self.store, self.ctx, self.number = store, ctx, number
         self.spec = BatchSpec.model_validate(batch.definition["spec"])
+        if not any(t.number == number for t in self.spec.tasks):
+            raise TaskFailed(f"task {number} is no longer in batch {batch.name}'s file")
         self.task: TaskSpec = self.spec.task(number)
         self.batch_dir = batch.definition["dir"]
         self.name, self.base_start = batch.name, batch.base_start
@@ -73,6 +77,9 @@ class TaskRun:
         self.slot: int | None = None
         self.path = Path()
         self.left_queue: list[str] = []  # why it left the merge queue, each time
+        # A verification that changed the files it verified (a formatter, say): what
+        # passed was not the commit's own tree, so the merge result is verified anyway.
+        self.changed_by_verify = True
 
     # -- the whole way -------------------------------------------------------------
 
@@ -175,14 +182,13 @@ class TaskRun:
     # -- review --------------------------------------------------------------------
 
     def _review(self, head: str) -> str | None:
-        """What is wrong with the change at `head` (checked out), or None."""
+        """What is wrong with the change at `head`, or None; verified on a clean
+        checkout of it (nothing ignored or left over counts)."""
         self._write("reviewing")
+        pool.reset(self.path, head)
         if self.task.files is not None:
-            outside = [
-                f for f in git.changed_files(self.path, self.base_ref, head)
-                if not any(f == p or fnmatch(f, p) or f.startswith(p.rstrip("/") + "/")
-                           for p in self.task.files)
-            ]  # fmt: skip
+            outside = [f for f in git.changed_files(self.path, self.base_ref, head)
+                       if not any(_inside(f, p) for p in self.task.files)]  # fmt: skip
             if outside:
                 self.state.verified = f"failed: changed files outside `files`: {', '.join(outside)}"
                 return f"the change touches files outside `files`: {', '.join(outside)}"
@@ -198,6 +204,7 @@ class TaskRun:
                 self.state.verified = f"failed: {ran.describe()}"
                 return f"verification {ran.describe()}\n{ran.output}"
         self.state.verified = f"passed: {len(steps)} step(s)"
+        self.changed_by_verify = bool(steps) and bool(git.dirty(self.path))
         return None
 
     # -- the merge queue -----------------------------------------------------------
@@ -205,21 +212,28 @@ class TaskRun:
     def _merge(self) -> None:
         head = git.rev(self.repo, self.branch)
         assert head is not None, f"{self.branch} is gone"
-        with pool.merge_lock(self.common, self.name, self.ctx.should_stop):
-            follow = self._merge_onto_tip(head)
+        while True:
+            with pool.merge_lock(self.common, self.name, self.ctx.should_stop):
+                follow = self._merge_onto_tip(head)
+            if follow != BLOCKED:
+                break
+            time.sleep(BLOCKED_WAIT)  # the turn is free meanwhile: others may merge
+            self._check_lease()
         if follow is not None:  # left the queue: back to the agent, then here again
             self._next_round(*follow)
             self._until_merged(self._agent_round())
 
     def _merge_onto_tip(self, head: str) -> tuple[str, str] | None:
         """Merge `head` onto the base's tip, once; or (feedback, where the next round
-        starts) when it left the queue."""
+        starts) when it left the queue; or BLOCKED, by a checkout of the base."""
         verified = git.out(self.repo, "rev-parse", f"{head}^{{tree}}")
         while True:
             self._take_turn()
             old = self._base_tip()
             done = git.tasks_merged(self.repo, old, self.base_start).get(self.spec.tag(self.number))
             if done is not None:  # merged by an attempt that died before recording it
+                for checkout in git.checkouts(self.repo, self.spec.base):
+                    git.catch_up(checkout, old, self.base_start)  # it may not have moved
                 self._merged(done)
                 return None
             tree, conflict = git.merge_tree(self.repo, old, head)
@@ -229,7 +243,9 @@ class TaskRun:
             new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
             # What was verified is a tree: the same tree (the base has not moved since
             # the round started) needs no second verification.
-            if tree != verified and (self.spec.verify or self.task.verification_steps):
+            if (tree != verified or self.changed_by_verify) and (
+                self.spec.verify or self.task.verification_steps
+            ):
                 pool.reset(self.path, new)
                 problem = self._verify()
                 if problem is not None:
@@ -237,12 +253,14 @@ class TaskRun:
                                              start=head)  # fmt: skip
             faults.hit("batch.merge.before_swap")
             self._take_turn()  # still ours, right before the base moves
-            moved, note = git.advance(self.repo, self.spec.base, old, new)
+            moved, blocked = git.advance(self.repo, self.spec.base, old, new, self.base_start)
+            if blocked:  # never move the base under a checkout that cannot follow
+                log.warning("batch %s: task %s waits to merge: %s", self.name, self.number,
+                            blocked)  # fmt: skip
+                self._write("approved", error=blocked, turn_done=True)
+                return BLOCKED
             if not moved:
                 continue  # the base moved meanwhile: merge onto its new tip, verify again
-            if note:
-                log.warning("batch %s: %s moved to %s, but %s", self.name, self.spec.base,
-                            new[:12], note)  # fmt: skip
             faults.hit("batch.merge.swapped")
             self._merged(new)
             return None
@@ -298,3 +316,27 @@ class TaskRun:
     def _summary(self) -> dict[str, Any]:
         return {"number": self.number, "status": self.state.status, "rounds": self.state.rounds,
                 "merged_as": self.state.merged_as, "left_queue": self.left_queue}  # fmt: skip
+
+
+def _inside(path: str, pattern: str) -> bool:
+    """Whether a changed file is covered by one entry of `files`: the path itself, a
+    folder ending in `/`, or a glob where `*` stays inside one folder and `**` crosses
+    folders (git's `:(glob)` rules)."""
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    if not any(c in pattern for c in "*?["):
+        return path == pattern
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex, i = regex + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            regex, i = regex + ".*", i + 2
+        elif pattern[i] == "*":
+            regex, i = regex + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            regex, i = regex + "[^/]", i + 1
+        else:
+            regex, i = regex + re.escape(pattern[i]), i + 1
+    return re.fullmatch(regex, path) is not None

@@ -9,6 +9,7 @@ branch, the agent's command) is checked by `preflight` in onceq.batch.repo.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,10 @@ class TaskSpec(BaseModel):
     def _number(cls, value: Any) -> Any:
         if isinstance(value, float):
             raise ValueError(f'quote it ("{value}"): YAML reads an unquoted {value} as a number')
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f'quote it ("{value}"): YAML reads an unquoted number as a '
+                             "number, not as written (010 is 8)")  # fmt: skip
+        return value
 
     @field_validator("number")
     @classmethod
@@ -111,6 +115,8 @@ def parse(data: Any, source: str) -> BatchSpec:
             close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), 1)
             message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
         raise BatchError(f"{source}: {loc or '(top level)'}: {message}") from None
+    if "\\u0000" in json.dumps(spec.model_dump()).replace("\\\\", ""):  # a NUL, escaped
+        raise BatchError(f"{source}: a NUL character (\\0) is not allowed in a batch file")
     seen: set[str] = set()
     for index, task in enumerate(spec.tasks):
         if task.number in seen:

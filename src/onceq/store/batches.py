@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from onceq.errors import LeaseLost, OnceqError
+from onceq.errors import BatchError, LeaseLost, OnceqError
 from onceq.models import BatchRecord, BatchTaskRecord
 from onceq.store import rows
 from onceq.store.tx import LeaseKey, Params, Row, Tx
@@ -50,11 +50,12 @@ class BatchVerbs:
         (the run to wait for, or None when every task is merged; whether it is new)."""
 
         def submit(tx: Tx) -> tuple[int | None, bool]:
-            found = tx.one("batch_lock", {"name": new.name})
+            made = tx.run("batch_insert", {"name": new.name, "repo": new.repo, "base": new.base,
+                                           "base_start": new.base_start,
+                                           "definition": new.definition})  # fmt: skip
+            found = None if made else tx.one("batch_lock", {"name": new.name})
             if found is None:
-                tx.run("batch_insert", {"name": new.name, "repo": new.repo, "base": new.base,
-                                        "base_start": new.base_start,
-                                        "definition": new.definition})  # fmt: skip
+                tx.one("batch_lock", {"name": new.name})
             elif (found["repo"], found["base"]) != (new.repo, new.base):
                 raise OnceqError(
                     f"batch {new.name!r} exists for {found['repo']} (base {found['base']}): "
@@ -62,6 +63,23 @@ class BatchVerbs:
                 )
             else:
                 tx.run("batch_set_definition", {"name": new.name, "definition": new.definition})
+            known = {r["number"]: r for r in tx.all("batch_tasks", {"name": new.name})}
+            wanted = {t["number"] for t in new.tasks}
+            if found is not None and found["run_id"] is not None:
+                run = tx.one("run_get", {"run_id": found["run_id"]})
+                if run is not None and run["status"] == "running" and wanted != set(known):
+                    added = sorted(wanted - set(known))
+                    removed = sorted(set(known) - wanted)
+                    change = (f"adds {', '.join(added)}" if added else "") + (
+                        "; " if added and removed else "") + (
+                        f"drops {', '.join(removed)}" if removed else "")  # fmt: skip
+                    raise BatchError(
+                        f"batch {new.name!r} is still running (run {found['run_id']}) and "
+                        f"this file {change}: run the file it started with to its end first"
+                    )
+            for number, row in known.items():  # no longer in the file: forgotten
+                if number not in wanted and row["status"] != "merged":
+                    tx.run("batch_task_delete", {"name": new.name, "number": number})
             for task in new.tasks:
                 tx.run("batch_task_insert", {"name": new.name, **task})
             for slot, path in new.slots:
@@ -157,7 +175,7 @@ class BatchVerbs:
             if turn_done:
                 tx.run("batch_merge_free", turn)
 
-        self._fenced(lease, update, "batch_task")
+        self._fenced(name, lease, update, "batch_task")
 
     def batch_slot_take(self, name: str, lease: LeaseKey) -> tuple[int, str] | None:
         """A worktree slot for this lease: the one it holds already, else a free one (its
@@ -177,7 +195,7 @@ class BatchVerbs:
                                        "job_id": lease[0], "token": lease[1]})  # fmt: skip
             return free["slot"], free["path"]
 
-        found: tuple[int, str] | None = self._fenced(lease, take, "batch_slot")
+        found: tuple[int, str] | None = self._fenced(name, lease, take, "batch_slot")
         return found
 
     def batch_slot_free(self, name: str, slot: int, lease: LeaseKey) -> None:
@@ -198,7 +216,7 @@ class BatchVerbs:
             tx.run("batch_merge_hold", {"name": name, "job_id": lease[0], "token": lease[1]})
             return True
 
-        taken: bool = self._fenced(lease, take, "batch_merge")
+        taken: bool = self._fenced(name, lease, take, "batch_merge")
         return taken
 
     def batch_merge_free(self, name: str, lease: LeaseKey) -> None:
@@ -206,10 +224,13 @@ class BatchVerbs:
         params = {"name": name, "job_id": lease[0], "token": lease[1]}
         self._in_tx(lambda tx: tx.run("batch_merge_free", params), ("batch_merge",))
 
-    def _fenced(self, lease: LeaseKey, fn: Callable[[Tx], Any], label: str) -> Any:
+    def _fenced(self, name: str, lease: LeaseKey, fn: Callable[[Tx], Any], label: str) -> Any:
+        params = {"name": name, "job_id": lease[0], "token": lease[1]}
+
         def fenced(tx: Tx) -> Any:
-            if tx.one("job_lease_live", {"job_id": lease[0], "token": lease[1]}) is None:
-                raise LeaseLost(f"job {lease[0]} no longer runs under lease {lease[1]}")
+            if tx.one("job_lease_live", params) is None:
+                raise LeaseLost(f"job {lease[0]} no longer runs under lease {lease[1]} "
+                                f"for batch {name!r}")  # fmt: skip
             return fn(tx)
 
         return self._in_tx(fenced, (label,))

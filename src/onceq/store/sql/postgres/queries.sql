@@ -615,8 +615,10 @@ SELECT * FROM onceq_batches WHERE name = %(name)s FOR UPDATE;
 SELECT * FROM onceq_batches WHERE name = %(name)s;
 
 -- name: batch_insert
+-- A second submit of the same new batch at once inserts nothing (then both lock it).
 INSERT INTO onceq_batches (name, repo, base, base_start, definition, created_at)
-VALUES (%(name)s, %(repo)s, %(base)s, %(base_start)s, %(definition)s::json, now());
+VALUES (%(name)s, %(repo)s, %(base)s, %(base_start)s, %(definition)s::json, now())
+ON CONFLICT (name) DO NOTHING;
 
 -- name: batch_set_definition
 UPDATE onceq_batches SET definition = %(definition)s::json WHERE name = %(name)s;
@@ -674,10 +676,13 @@ SET status = %(status)s, rounds = %(rounds)s, worktree = %(worktree)s, start = %
 WHERE batch = %(name)s AND number = %(number)s;
 
 -- name: job_lease_live
--- Whether a job still runs under this lease (the fence of every batch write).
--- FOR SHARE: a rescue of that job waits until the write it fences has committed.
-SELECT 1 AS live FROM onceq_jobs WHERE id = %(job_id)s AND status = 'running' AND lease_token = %(token)s
-FOR SHARE;
+-- Whether a job still runs under this lease, as a job of the batch's current run (the
+-- fence of every batch write: a job of a run that was cancelled, or of a batch made
+-- again under the same name, writes nothing). FOR SHARE: a rescue of that job waits
+-- until the write it fences has committed.
+SELECT 1 AS live FROM onceq_jobs j JOIN onceq_batches b ON b.name = %(name)s AND b.run_id = j.run_id
+WHERE j.id = %(job_id)s AND j.status = 'running' AND j.lease_token = %(token)s
+FOR SHARE OF j;
 
 -- name: batch_slot_insert
 INSERT INTO onceq_batch_slots (batch, slot, path) VALUES (%(name)s, %(slot)s, %(path)s)
@@ -721,3 +726,7 @@ SET status = CASE WHEN status = 'pending' THEN status ELSE 'failed' END,
     error = coalesce(error, CASE WHEN status = 'pending' THEN %(skipped)s ELSE %(reason)s END),
     updated_at = now()
 WHERE batch = %(name)s AND status NOT IN ('merged', 'failed');
+
+-- name: batch_task_delete
+-- A task that is no longer in the batch's file (and was never merged).
+DELETE FROM onceq_batch_tasks WHERE batch = %(name)s AND number = %(number)s;

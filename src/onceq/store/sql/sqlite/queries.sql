@@ -427,8 +427,10 @@ SELECT * FROM onceq_batches WHERE name = :name;
 SELECT * FROM onceq_batches WHERE name = :name;
 
 -- name: batch_insert
+-- A second submit of the same new batch at once inserts nothing (then both lock it).
 INSERT INTO onceq_batches (name, repo, base, base_start, definition, created_at)
-VALUES (:name, :repo, :base, :base_start, :definition, :now);
+VALUES (:name, :repo, :base, :base_start, :definition, :now)
+ON CONFLICT (name) DO NOTHING;
 
 -- name: batch_set_definition
 UPDATE onceq_batches SET definition = :definition WHERE name = :name;
@@ -486,8 +488,11 @@ SET status = :status, rounds = :rounds, worktree = :worktree, start = :start,
 WHERE batch = :name AND number = :number;
 
 -- name: job_lease_live
--- Whether a job still runs under this lease (the fence of every batch write).
-SELECT 1 AS live FROM onceq_jobs WHERE id = :job_id AND status = 'running' AND lease_token = :token;
+-- Whether a job still runs under this lease, as a job of the batch's current run (the
+-- fence of every batch write: a job of a run that was cancelled, or of a batch made
+-- again under the same name, writes nothing).
+SELECT 1 AS live FROM onceq_jobs j JOIN onceq_batches b ON b.name = :name AND b.run_id = j.run_id
+WHERE j.id = :job_id AND j.status = 'running' AND j.lease_token = :token;
 
 -- name: batch_slot_insert
 INSERT INTO onceq_batch_slots (batch, slot, path) VALUES (:name, :slot, :path)
@@ -530,3 +535,7 @@ SET status = CASE WHEN status = 'pending' THEN status ELSE 'failed' END,
     error = coalesce(error, CASE WHEN status = 'pending' THEN :skipped ELSE :reason END),
     updated_at = :now
 WHERE batch = :name AND status NOT IN ('merged', 'failed');
+
+-- name: batch_task_delete
+-- A task that is no longer in the batch's file (and was never merged).
+DELETE FROM onceq_batch_tasks WHERE batch = :name AND number = :number;

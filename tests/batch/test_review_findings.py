@@ -1,0 +1,63 @@
+"""Defects a review found, each reproduced: the base's compare and swap under a checkout
+that was rewound, verification on a clean checkout, background children, scopes."""
+
+from __future__ import annotations
+
+from tests.batch.conftest import Project, git
+
+
+def test_a_base_rewound_during_a_merge_is_merged_onto_not_overwritten(project: Project) -> None:
+    # Task 2's post-merge verification (its second call) rewinds main by hand, dropping
+    # task 1's merge: the swap from the old tip must fail, and task 2 merge onto the
+    # rewound tip — not fast-forward over it, which brought task 1 back.
+    counter = project.kills / "calls"
+    rewind = (f'echo x >> {counter}; if [ "$(wc -l < {counter})" -eq 2 ]; then '
+              f"git -C {project.repo} reset -q --hard HEAD~1; fi")  # fmt: skip
+    tasks = [
+        {"number": "1", "title": "one", "implementation": "write one.txt 1"},
+        {"number": "2", "title": "two",
+         "implementation": "wait-merged one.txt\nwrite two.txt 2",
+         "verification_steps": [rewind]},
+    ]  # fmt: skip
+    project.run(project.batch("rewind", tasks, workers=2))
+    assert project.merged_tags() == ["rewind/2"]  # what the user dropped stays dropped
+    files = git(project.repo, "ls-tree", "--name-only", "main").split()
+    assert "two.txt" in files and "one.txt" not in files
+    assert project.status() == ""
+
+
+def test_verification_sees_only_the_commit_not_ignored_leftovers(project: Project) -> None:
+    (project.repo / ".gitignore").write_text("build/\n")
+    git(project.repo, "add", ".gitignore")
+    git(project.repo, "commit", "-qm", "ignore build")
+    tasks = [{"number": "1", "title": "t",
+              "implementation": "write build/artifact x\nwrite a.txt a",
+              "verification_steps": ["test -f build/artifact"]}]  # fmt: skip
+    project.run(project.batch("ignored", tasks, fix_rounds=0), code=1)
+    (task,) = project.show("ignored")["tasks"]
+    assert task["status"] == "failed" and "test -f build/artifact" in task["error"]
+    assert project.merged_tags() == []
+
+
+def test_a_background_child_does_not_hold_a_step_past_its_end(project: Project) -> None:
+    tasks = [{"number": "1", "title": "t", "implementation": "write a.txt a",
+              "verification_steps": ["sleep 300 & echo started"]}]  # fmt: skip
+    project.run(project.batch("background", tasks, timeout=60), timeout=120)  # a hang fails
+    assert project.merged_tags() == ["background/1"]
+
+
+def test_a_glob_in_files_stays_inside_its_folder(project: Project) -> None:
+    tasks = [{"number": "1", "title": "t", "files": ["src/*.txt"],
+              "implementation": "write src/ok.txt ok\nwrite src/deep/evil.txt no"}]  # fmt: skip
+    project.run(project.batch("glob", tasks, fix_rounds=0), code=1)
+    (task,) = project.show("glob")["tasks"]
+    assert "src/deep/evil.txt" in task["error"] and "src/ok.txt" not in task["error"]
+
+
+def test_an_agent_command_may_start_with_a_shell_builtin(project: Project) -> None:
+    tasks = [{"number": "1", "title": "t", "implementation": "write a.txt a"}]
+    file = project.batch("builtin", tasks)
+    text = file.read_text().replace("agent: ", "agent: cd . && ", 1)
+    file.write_text(text)
+    project.run(file)
+    assert project.merged_tags() == ["builtin/1"]
