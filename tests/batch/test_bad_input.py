@@ -92,3 +92,13 @@ def test_a_file_that_is_not_a_mapping(project: Project) -> None:
 
 def test_a_missing_file(project: Project) -> None:
     refused(project, project.root / "absent.yaml", "cannot read batch file")
+
+
+def test_an_unquoted_integer_number(project: Project) -> None:
+    file = project.batch("b", [TASK])
+    file.write_text(file.read_text().replace("number: '1'", "number: 010"))
+    refused(project, file, 'tasks[0].number: quote it ("8")')
+
+
+def test_a_nul_character(project: Project) -> None:
+    refused(project, project.batch("b", [{**TASK, "title": "a\0b"}]), "NUL character")
