@@ -180,9 +180,6 @@ class Run:
 BatchTaskStatus = Literal[
     "pending", "in_progress", "pr_created", "reviewing", "fixing", "approved", "merged", "failed"
 ]
-BATCH_TASK_STATUSES: Final = (
-    "pending", "in_progress", "pr_created", "reviewing", "fixing", "approved", "merged", "failed",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

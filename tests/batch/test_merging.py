@@ -13,6 +13,8 @@ def test_three_tasks_on_three_workers_are_merged_once_each(project: Project) -> 
     file = project.batch("three", tasks, verify=["test -f README.md"])
     project.run(file)
     assert sorted(project.merged_tags()) == ["three/1.1", "three/1.2", "three/1.3"]
+    # Every commit onceq wrote on the base carries its trailer (one commit per task).
+    assert git(project.repo, "rev-list", "--count", f"{project.init}..main") == "3"
     for i in (1, 2, 3):
         assert project.on_main(f"src/t{i}.txt") == f"change {i}"
         assert (project.repo / f"src/t{i}.txt").read_text() == f"change {i}\n"  # it moved

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,7 @@ class TaskRun:
         self.branch = self.spec.branch(number)
         self.lease = (ctx.job_id, ctx.token)
         row = batch.task(number)
-        self.state = State(row.status, row.rounds, row.worktree, row.start, row.verified,
-                           row.feedback, row.error, row.merged_as)  # fmt: skip
+        self.state = State(**{f.name: getattr(row, f.name) for f in fields(State)})
         self.who = git.identity_cached(self.repo)
         self.slot: int | None = None
         self.path = Path()

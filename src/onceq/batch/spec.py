@@ -92,12 +92,6 @@ class BatchSpec(BaseModel):
         """The value of the `Onceq-Task` trailer of a task's commits."""
         return f"{self.name}/{number}"
 
-    def by_batch(self) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for t in self.tasks:
-            out.setdefault(t.batch, []).append(t.number)
-        return dict(sorted(out.items()))
-
 
 def parse(data: Any, source: str) -> BatchSpec:
     """A BatchSpec from parsed YAML, or BatchError in one line naming the field."""

@@ -11,13 +11,12 @@ slot and the turn are free again without anyone releasing them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from onceq.errors import BatchError, LeaseLost, OnceqError
-from onceq.models import BatchRecord, BatchTaskRecord
+from onceq.models import BatchRecord
 from onceq.store import rows
 from onceq.store.tx import LeaseKey, Params, Row, Tx
 
@@ -65,18 +64,19 @@ class BatchVerbs:
                 tx.run("batch_set_definition", {"name": new.name, "definition": new.definition})
             known = {r["number"]: r for r in tx.all("batch_tasks", {"name": new.name})}
             wanted = {t["number"] for t in new.tasks}
-            if found is not None and found["run_id"] is not None:
-                run = tx.one("run_get", {"run_id": found["run_id"]})
-                if run is not None and run["status"] == "running" and wanted != set(known):
-                    added = sorted(wanted - set(known))
-                    removed = sorted(set(known) - wanted)
-                    change = (f"adds {', '.join(added)}" if added else "") + (
-                        "; " if added and removed else "") + (
-                        f"drops {', '.join(removed)}" if removed else "")  # fmt: skip
-                    raise BatchError(
-                        f"batch {new.name!r} is still running (run {found['run_id']}) and "
-                        f"this file {change}: run the file it started with to its end first"
-                    )
+            current = found["run_id"] if found else None
+            run = tx.one("run_get", {"run_id": current}) if current is not None else None
+            running = run is not None and run["status"] == "running"
+            if running and wanted != set(known):
+                added, removed = sorted(wanted - set(known)), sorted(set(known) - wanted)
+                change = "; ".join(
+                    [f"adds {', '.join(added)}"] * bool(added)
+                    + [f"drops {', '.join(removed)}"] * bool(removed)
+                )
+                raise BatchError(
+                    f"batch {new.name!r} is still running (run {current}) and "
+                    f"this file {change}: run the file it started with to its end first"
+                )
             for number, row in known.items():  # no longer in the file: forgotten
                 if number not in wanted and row["status"] != "merged":
                     tx.run("batch_task_delete", {"name": new.name, "number": number})
@@ -84,10 +84,8 @@ class BatchVerbs:
                 tx.run("batch_task_insert", {"name": new.name, **task})
             for slot, path in new.slots:
                 tx.run("batch_slot_insert", {"name": new.name, "slot": slot, "path": path})
-            if found is not None and found["run_id"] is not None:
-                run = tx.one("run_get", {"run_id": found["run_id"]})
-                if run is not None and run["status"] == "running":
-                    return found["run_id"], False  # it goes on: its jobs are still there
+            if running:
+                return current, False  # it goes on: its jobs are still there
             tx.run("batch_tasks_reopen", {"name": new.name})
             todo: dict[int, list[str]] = {}
             for row in tx.all("batch_tasks", {"name": new.name}):
@@ -105,18 +103,21 @@ class BatchVerbs:
     def batch_get(self, name: str) -> BatchRecord | None:
         """A batch with its tasks in file order, or None."""
 
-        def read(tx: Tx) -> tuple[Row | None, list[Row], Row | None]:
+        def read(tx: Tx) -> BatchRecord | None:
             row = tx.one("batch_get", {"name": name})
             if row is None:
-                return None, [], None
+                return None
             run = tx.one("run_get", {"run_id": row["run_id"]}) if row["run_id"] else None
-            return row, tx.all("batch_tasks", {"name": name}), run
+            tasks, slots = (
+                tx.all("batch_tasks", {"name": name}),
+                tx.all("batch_slots", {"name": name}),
+            )
+            return rows.batch(
+                row, tasks, run["status"] if run else None, [s["path"] for s in slots]
+            )
 
-        row, tasks, run = self._read(read)
-        if row is None:
-            return None
-        slots = self._read(lambda tx: tx.all("batch_slots", {"name": name}))
-        return _batch(row, tasks, run["status"] if run else None, [s["path"] for s in slots])
+        record: BatchRecord | None = self._read(read)
+        return record
 
     def batch_list(self) -> list[tuple[BatchRecord, dict[str, int]]]:
         """Every batch (without its tasks) and how many of its tasks are in each status."""
@@ -129,7 +130,7 @@ class BatchVerbs:
         for c in counts:
             by_batch.setdefault(c["batch"], {})[c["status"]] = c["n"]
         return [
-            (_batch({**r, "base_start": "", "definition": "{}"}, [], r["run_status"], []),
+            (rows.batch({**r, "base_start": "", "definition": "{}"}, [], r["run_status"], []),
              by_batch.get(r["name"], {}))
             for r in found
         ]  # fmt: skip
@@ -234,39 +235,3 @@ class BatchVerbs:
             return fn(tx)
 
         return self._in_tx(fenced, (label,))
-
-
-def _batch(row: Row, tasks: list[Row], run_status: str | None, worktrees: list[str]) -> BatchRecord:
-    return BatchRecord(
-        name=row["name"],
-        repo=row["repo"],
-        base=row["base"],
-        base_start=row["base_start"],
-        definition=json.loads(row["definition"])
-        if isinstance(row["definition"], str)
-        else row["definition"],
-        run_id=row["run_id"],
-        run_status=run_status,
-        created_at=rows.dt(row["created_at"]),
-        worktrees=worktrees,
-        tasks=[
-            BatchTaskRecord(
-                number=t["number"],
-                title=t["title"],
-                batch_no=t["batch_no"],
-                status=t["status"],
-                rounds=t["rounds"],
-                branch=t["branch"],
-                worktree=t["worktree"],
-                start=t["start"],
-                verified=t["verified"],
-                feedback=t["feedback"],
-                error=t["error"],
-                merged_as=t["merged_as"],
-                started_at=rows.dt_or_none(t["started_at"]),
-                merged_at=rows.dt_or_none(t["merged_at"]),
-                updated_at=rows.dt(t["updated_at"]),
-            )
-            for t in tasks
-        ],
-    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from onceq.models import Attempt, Job, Lease, Run, StepState
+from onceq.models import Attempt, BatchRecord, BatchTaskRecord, Job, Lease, Run, StepState
 from onceq.store import jsoncodec
 from onceq.store.tx import Row
 
@@ -123,3 +124,38 @@ def json_or_raw(text: str | None) -> Any:
         return jsoncodec.loads(text)
     except ValueError:
         return text
+
+
+def batch(row: Row, tasks: list[Row], run_status: str | None, worktrees: list[str]) -> BatchRecord:
+    """A batch row, its task rows, its run's status and its slots' paths."""
+    return BatchRecord(
+        name=row["name"],
+        repo=row["repo"],
+        base=row["base"],
+        base_start=row["base_start"],
+        definition=json.loads(d) if isinstance(d := row["definition"], str) else d,
+        run_id=row["run_id"],
+        run_status=run_status,
+        created_at=dt(row["created_at"]),
+        worktrees=worktrees,
+        tasks=[
+            BatchTaskRecord(
+                number=t["number"],
+                title=t["title"],
+                batch_no=t["batch_no"],
+                status=t["status"],
+                rounds=t["rounds"],
+                branch=t["branch"],
+                worktree=t["worktree"],
+                start=t["start"],
+                verified=t["verified"],
+                feedback=t["feedback"],
+                error=t["error"],
+                merged_as=t["merged_as"],
+                started_at=dt_or_none(t["started_at"]),
+                merged_at=dt_or_none(t["merged_at"]),
+                updated_at=dt(t["updated_at"]),
+            )
+            for t in tasks
+        ],
+    )

@@ -661,9 +661,6 @@ WHERE batch = %(name)s AND status <> 'merged';
 -- name: batch_tasks
 SELECT * FROM onceq_batch_tasks WHERE batch = %(name)s ORDER BY batch_no, position;
 
--- name: batch_task_get
-SELECT * FROM onceq_batch_tasks WHERE batch = %(name)s AND number = %(number)s;
-
 -- name: batch_task_update
 -- Where a task stands, written by the job that runs it (the caller checked its lease in
 -- this transaction first).

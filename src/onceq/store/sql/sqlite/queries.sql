@@ -473,9 +473,6 @@ WHERE batch = :name AND status <> 'merged';
 -- name: batch_tasks
 SELECT * FROM onceq_batch_tasks WHERE batch = :name ORDER BY batch_no, position;
 
--- name: batch_task_get
-SELECT * FROM onceq_batch_tasks WHERE batch = :name AND number = :number;
-
 -- name: batch_task_update
 -- Where a task stands, written by the job that runs it (the caller checked its lease in
 -- this transaction first).
