@@ -4,7 +4,8 @@ Standard library only. The proxy listens on 127.0.0.1 and forwards to one upstre
 It parses message boundaries in both directions (not their contents, except the few it
 needs) so that it can spot a COMMIT and drop exactly the server's answer to it: the
 commit then happens on the server while the client only sees its connection drop, which
-is the ambiguity a durable queue has to survive.
+is the ambiguity a durable queue has to survive. A write sent outside a transaction
+(autocommit: it commits on its own) counts as a COMMIT too.
 
 Every read, every write and every thread is bounded: daemon threads, short select
 timeouts, close() joins with a timeout, so a misbehaving proxy cannot hang a test run.
@@ -37,6 +38,21 @@ class _ProtocolError(Exception):
 def _is_commit(query: bytes) -> bool:
     """Only a statement that is exactly COMMIT (no batch such as 'BEGIN; ...; COMMIT')."""
     return query.split(b"\0", 1)[0].strip().rstrip(b"; \t\r\n").upper() == b"COMMIT"
+
+
+def _keyword(query: bytes) -> bytes:
+    """The statement's first word, upper-cased (BEGIN, COMMIT, ROLLBACK, WITH…)."""
+    words = query.split(b"\0", 1)[0].strip().split(None, 1)
+    return words[0].rstrip(b";").upper() if words else b""
+
+
+def _is_write(query: bytes) -> bool:
+    """A statement that changes rows: sent outside a transaction (autocommit), it commits
+    on its own, so its answer is a COMMIT's answer."""
+    text = b"\n".join(
+        line.split(b"--", 1)[0] for line in query.split(b"\0", 1)[0].upper().splitlines()
+    )
+    return any(w in text for w in (b"UPDATE ONCEQ", b"INSERT INTO", b"DELETE FROM"))
 
 
 def _cstr(body: bytes, pos: int) -> tuple[bytes, int]:
@@ -108,6 +124,7 @@ class _Connection:
         self._stmts: dict[bytes, bytes] = {}  # prepared statement name: its text
         self._texts: list[bytes] = []  # what the transaction ran since its BEGIN
         self._batch_commit = False  # a COMMIT was bound since the last Sync
+        self._in_tx = False  # between a BEGIN and its COMMIT or ROLLBACK
         self.threads = [threading.Thread(target=self._run_client, daemon=True)]
         self.threads[0].start()
 
@@ -208,10 +225,13 @@ class _Connection:
         kind, body = msg[:1], msg[5:]
         if kind == b"Q":
             self._syncs += 1
+            query = body.split(b"\0", 1)[0]
             if _is_commit(body):
                 self._decide()
             else:
-                self._remember(body.split(b"\0", 1)[0])
+                self._remember(query)
+                if not self._in_tx and _is_write(query):
+                    self._decide()  # a write on its own: it commits by itself
         elif kind == b"P":
             name, pos = _cstr(body, 0)
             query, _ = _cstr(body, pos)
@@ -225,7 +245,9 @@ class _Connection:
             stmt, _ = _cstr(body, pos)
             self._batch_commit |= stmt in self._commit_stmts
             if stmt not in self._commit_stmts:
-                self._remember(self._stmts.get(stmt, b""))
+                query = self._stmts.get(stmt, b"")
+                self._remember(query)
+                self._batch_commit |= not self._in_tx and _is_write(query)
         elif kind == b"C" and body[:1] == b"S":
             self._commit_stmts.discard(_cstr(body, 1)[0])
         elif kind == b"S":
@@ -237,12 +259,15 @@ class _Connection:
             self._syncs += 1
 
     def _remember(self, query: bytes) -> None:
-        if query.lstrip()[:5].upper() == b"BEGIN":
-            self._texts = []
+        word = _keyword(query)
+        if word == b"BEGIN":
+            self._texts, self._in_tx = [], True
+        elif word == b"ROLLBACK":
+            self._in_tx = False
         self._texts.append(query)
 
     def _decide(self) -> None:
-        texts, self._texts = self._texts, []
+        texts, self._texts, self._in_tx = self._texts, [], False
         if self.proxy._decide_commit(texts) and self._lose_at is None:
             self._lose_at = self._syncs
 

@@ -200,6 +200,27 @@ def test_lost_commit_happened(
         assert px.stats["commits_lost"] == 1
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["parsed", "prepared"])
+def test_a_write_on_its_own_is_a_commit_whose_answer_can_be_lost(
+    pg_server: str, prepared: bool
+) -> None:
+    """Autocommit: a write sent outside a transaction commits by itself, so its answer is
+    a COMMIT's answer (psycopg prepares it from its 6th run: then only Bind/Execute/Sync
+    go on the wire). Reads on their own are not commits."""
+    with scratch_table(pg_server) as table, PgProxy().start() as px:
+        with psycopg.connect(px.url(pg_server), autocommit=True) as conn:
+            earlier = list(range(1, 7)) if prepared else []
+            for i in earlier:
+                conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (len(earlier),)
+            px.lose_commits(1.0)
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute(f"INSERT INTO {table} VALUES (%s)", (100,))
+        assert rows(pg_server, table) == [*earlier, 100]  # it happened all the same
+        assert px.stats["commits_seen"] == len(earlier) + 1
+        assert px.stats["commits_lost"] == 1
+
+
 def test_rate_zero_loses_nothing(pg_server: str) -> None:
     with scratch_table(pg_server) as table, PgProxy().start() as px:
         px.lose_commits(1.0)
