@@ -51,17 +51,28 @@ def sql_rows(url: str, query: str, params: tuple[object, ...] = ()) -> list[tupl
         return cur.fetchall() if cur.description else []
 
 
+# Every attempt of every job, as the store's attempt_list shows one job's: the records of
+# those that ended, and the one running now, which lives on its job row until it ends.
+ATTEMPT_HISTORY = (
+    "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected "
+    "FROM onceq_attempts "
+    "UNION ALL "
+    "SELECT id, lease_token, attempts, worker, started_at, NULL, NULL, NULL "
+    "FROM onceq_jobs AS j WHERE status = 'running' AND NOT EXISTS ("
+    "SELECT 1 FROM onceq_attempts AS a WHERE a.job_id = j.id AND a.token = j.lease_token) "
+    "ORDER BY 1, 2"
+)
+
+
 def assert_no_overlapping_leases(url: str) -> int:
     """Check the attempt history: per job, no two attempts were live at once.
 
     An attempt is live from its start to its end; one still open counts as live until
     now. Returns the number of attempts checked.
     """
-    rows = sql_rows(
-        url, "SELECT job_id, token, started_at, ended_at FROM onceq_attempts ORDER BY job_id, token"
-    )
+    rows = sql_rows(url, ATTEMPT_HISTORY)
     last: dict[object, tuple[object, object]] = {}
-    for job_id, token, started, ended in rows:
+    for job_id, token, _, _, started, ended, _, _ in rows:
         if job_id in last:
             prev_token, prev_end = last[job_id]
             assert prev_end is not None, (

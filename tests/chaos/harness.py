@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from onceq.store.urls import parse_url
+from tests.helpers import ATTEMPT_HISTORY
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER_ENV = "ONCEQ_CHAOS_LEDGER"
@@ -531,9 +532,7 @@ def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
     ]
     attempts: dict[int, list[_Attempt]] = defaultdict(list)
     for job_id, token, attempt, worker, started, ended, outcome, rejected in sql(
-        url,
-        "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected "
-        "FROM onceq_attempts ORDER BY job_id, token",
+        url, ATTEMPT_HISTORY
     ):
         attempts[job_id].append(
             _Attempt(

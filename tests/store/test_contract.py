@@ -9,7 +9,7 @@ import pytest
 from onceq.errors import InvalidTransition, JobNotFound, PayloadError
 from onceq.models import Failure, NewJob
 from onceq.store import Store
-from tests.helpers import eventually
+from tests.helpers import eventually, sql_rows
 
 LEASE = 30.0
 
@@ -349,3 +349,67 @@ def test_a_lease_given_up_by_its_worker_goes_back_as_a_lost_one(store: Store) ->
     first, second = store.attempt_list(job.id)
     assert (first.outcome, first.error, first.rejected) == ("lease_expired", "given up", "complete")
     assert (second.outcome, second.rejected) == ("cancelled", "give_up")
+
+
+def test_an_attempt_is_recorded_once_when_it_ends(store: Store, store_url: str) -> None:
+    """Schema v4: a claim writes no attempt record (the running attempt is the job row's,
+    and attempt_list shows it from there); the attempt's end writes its one record."""
+    job = store.job_insert(NewJob(task="t", max_attempts=2))
+    (first,) = store.job_claim("w1", None, 1, LEASE)
+    records = "SELECT token, worker, outcome FROM onceq_attempts WHERE job_id = ?"
+    assert sql_rows(store_url, records, (job.id,)) == []
+    (running,) = store.attempt_list(job.id)
+    assert (running.token, running.worker, running.attempt, running.outcome) == (
+        first.token, "w1", 1, None
+    )  # fmt: skip
+    assert store.job_fail(Failure(first, "boom", retry_in=0)) == "pending"
+    (second,) = store.job_claim("w2", None, 1, LEASE)
+    assert store.job_complete(second, 1) is True
+    assert sql_rows(store_url, records + " ORDER BY token", (job.id,)) == [
+        (first.token, "w1", "retried"),
+        (second.token, "w2", "succeeded"),
+    ]
+    # the row keeps its last holder; a pending job is shown with none
+    assert store.job_get(job.id).worker == "w2"
+
+
+def test_an_attempt_opened_by_an_older_onceq_is_closed_not_recorded_twice(
+    store: Store, store_url: str
+) -> None:
+    """Before schema v4 a claim opened the attempt's record: a job claimed by such a
+    worker and ended by this one gets that record closed."""
+    store.job_insert_many([NewJob(task="t") for _ in range(3)])
+    leases = store.job_claim("old", None, 3, LEASE)
+    for x in leases:
+        sql_rows(
+            store_url,
+            "INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at) "
+            "SELECT id, lease_token, attempts, worker, started_at FROM onceq_jobs WHERE id = ?",
+            (x.job_id,),
+        )
+    assert store.job_complete(leases[0], "ok") is True
+    assert store.job_fail(Failure(leases[1], "boom")) == "failed"
+    assert store.job_cancel(leases[2].job_id) == "running"
+    ended = sql_rows(store_url, "SELECT outcome FROM onceq_attempts ORDER BY job_id")
+    assert ended == [("succeeded",), ("failed",), ("cancelled",)]
+    assert [len(store.attempt_list(x.job_id)) for x in leases] == [1, 1, 1]
+
+
+def test_results_and_the_next_claim_in_one_call(store: Store) -> None:
+    """A worker's cycle: results recorded (stale ones refused and noted), then a claim for
+    the slots they free (one statement on PostgreSQL)."""
+    store.job_insert_many([NewJob(task="t", args={"i": i}) for i in range(5)])
+    first = store.job_claim("w", None, 2, LEASE)
+    store.job_cancel(first[1].job_id)
+    done, claimed = store.job_complete_and_claim(
+        [(first[0], '{"r": 0}'), (first[1], '"late"')], "w", None, 2, LEASE
+    )
+    assert done == {(first[0].job_id, first[0].token)}
+    assert [x.args for x in claimed] == ['{"i":2}', '{"i":3}']  # JSON text, as stored
+    assert store.job_get(first[0].job_id).result == {"r": 0}
+    (cancelled,) = store.attempt_list(first[1].job_id)
+    assert (cancelled.outcome, cancelled.rejected) == ("cancelled", "complete")
+    # sent again after a lost answer: already recorded, and nothing more is claimed twice
+    again, more = store.job_complete_and_claim([(first[0], '{"r": 9}')], "w", None, 5, LEASE)
+    assert again == {(first[0].job_id, first[0].token)} and [x.args for x in more] == ['{"i":4}']
+    assert store.job_get(first[0].job_id).result == {"r": 0}

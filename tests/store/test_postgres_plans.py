@@ -6,6 +6,8 @@ And the pool: a connection that died while idle is replaced without losing the w
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
@@ -34,7 +36,8 @@ def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
         with store.pool.connection() as conn:
             conn.execute("ANALYZE onceq_jobs")
         store.job_insert_many([NewJob(task="t", args={"i": i}) for i in range(5000)])
-        params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default", "claim": 1}
+        params = {"limit": 64, "lease": 30.0, "worker": "w", "queue": "default", "claim": 1,
+                  "leases": "[]", "results": "[]"}  # fmt: skip
         plan = _plan(store, statement, params)
         assert "Index Scan using onceq_jobs_claim_" in plan, plan
         assert "Sort" not in plan and "Bitmap" not in plan, plan
@@ -42,8 +45,8 @@ def test_a_claim_walks_the_pending_index_even_with_stale_statistics(
         store.close()
 
 
-def test_the_url_s_own_options_still_reach_the_server(pg_server: str) -> None:
-    store = open_store(pg_server + "?options=-c%20statement_timeout%3D12345")
+def test_the_url_s_own_options_still_reach_the_server(pg_url: str) -> None:
+    store = open_store(pg_url + "&options=-c%20statement_timeout%3D12345")
     assert isinstance(store, PostgresStore)
     try:
         with store.pool.connection() as conn:
@@ -72,6 +75,31 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_and_the_write_retr
         store.close()
 
 
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_a_lone_statement(
+    pg_url: str,
+) -> None:
+    """A claim (a statement sent without BEGIN, so it commits on its own) on a pooled
+    connection the server closed while it was idle: the store sees the closed socket
+    before sending anything and takes another connection, instead of reporting an
+    unknown outcome."""
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        job = store.job_insert(NewJob(task="t", args={"n": 1}))
+        with store.pool.connection() as conn:
+            victim = conn.info.backend_pid
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
+            for _ in range(100):  # the backend is gone once it leaves pg_stat_activity
+                row = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (victim,))
+                if row.fetchone() is None:
+                    break
+        leases = store.job_claim("w", None, 5, 30.0)
+        assert [x.job_id for x in leases] == [job.id]
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("statement", ["job_heartbeat", "job_give_up"])
 def test_batch_writes_that_may_meet_another_lock_their_rows_in_id_order(
     pg_url: str, statement: str
@@ -88,7 +116,7 @@ def test_batch_writes_that_may_meet_another_lock_their_rows_in_id_order(
         lines = plan.splitlines()
         lock = next(i for i, line in enumerate(lines) if "LockRows" in line)
         below = "\n".join(lines[lock:])
-        assert "Sort Key: j.id" in below, plan
+        assert re.search(r"Sort Key: j(_\d+)?\.id\b", below), plan  # (aliases are numbered)
     finally:
         store.close()
 

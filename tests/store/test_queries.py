@@ -6,9 +6,7 @@ from onceq.store import queries
 
 # Statements only one dialect needs, and why.
 SQLITE_ONLY = {
-    "attempt_insert_claimed",  # PostgreSQL's claim CTE writes the attempt records
-    "attempt_end",  # PostgreSQL's worker writes close attempts in their CTEs
-    "attempt_reject",  # likewise for refused stale writes
+    "attempt_end",  # PostgreSQL's statements write ending attempts' records in CTEs
     "attempt_outcomes",  # likewise for writes sent again after a lost answer
     "job_pending_text",  # text that is not UTF-8: PostgreSQL refuses it on the way in
     "job_fail_unreadable",

@@ -39,6 +39,7 @@ from onceq.store.transitions import (
     RELEASE,
     RESCUE,
     RETRY,
+    Op,
     Transitions,
     run_engine,
 )
@@ -73,6 +74,16 @@ class Store(Transitions, BatchVerbs, ABC):
         """Run `fn`, which only reads; dialects may skip the write lock."""
         return self._in_tx(fn)
 
+    # A worker's cycle for plain jobs (their results, then a claim) is one statement of
+    # its own in this dialect (`job_claim*` take the results), run by _in_statement.
+    cycle_in_one_statement: ClassVar[bool] = False
+
+    def _in_statement(self, fn: Callable[[Tx], T], labels: tuple[str, ...] = ()) -> T:
+        """Run `fn`, whose first statement is its only write, so that it commits on its
+        own (no BEGIN, no COMMIT: one round trip). Follow-ups `fn` runs after it, if
+        any, commit on their own too. Lost answers as for _in_tx. By default: _in_tx."""
+        return self._in_tx(fn, labels)
+
     @abstractmethod
     def _time_param(self, when: datetime | None) -> Any:
         """A datetime as the dialect stores it."""
@@ -101,6 +112,9 @@ class Store(Transitions, BatchVerbs, ABC):
             "results": f"[{','.join(result for _, result in items)}]",
             **self._leases_param([key for key, _ in items]),
         }
+
+    def _note_rejected(self, tx: Tx, op: Op, stale: Sequence[LeaseKey]) -> None:
+        tx.run("attempt_reject", {"op": op.name, **self._leases_param(stale)})
 
     def _queues_param(self, queues: Sequence[str] | None) -> str | None:
         """A list of queue names as one JSON array (None: every unreserved queue)."""
@@ -237,7 +251,7 @@ class Store(Transitions, BatchVerbs, ABC):
         if limit <= 0:
             return []
         step = self._claim_step(worker, queues, limit, lease, claim)
-        return rows.leases(self._in_tx(step, ("claim",)))
+        return rows.leases(self._in_statement(step, ("claim",))[1])
 
     def job_complete_and_claim(
         self,
@@ -251,11 +265,17 @@ class Store(Transitions, BatchVerbs, ABC):
     ) -> tuple[set[LeaseKey], list[Lease]]:
         """job_complete_many, then job_claim for the slots that frees, in one transaction:
         one commit (the costly part, on both backends) instead of two."""
+        labels = ("complete", "claim") if limit > 0 else ("complete",)
+        if self.cycle_in_one_statement and all(x.run_id is None for x, _ in items):
+            # Plain jobs: nothing follows their completion inside a transaction (no run
+            # to advance), so results and claim are one statement.
+            cycle = self._claim_step(worker, queues, limit, lease, claim, items)
+            done, claimed = self._in_statement(cycle, labels)
+            return done, rows.leases(claimed)
         complete = self._complete_step(items)
         claiming = self._claim_step(worker, queues, limit, lease, claim)
-        labels = ("complete", "claim") if limit > 0 else ("complete",)
         done, claimed = self._in_tx(
-            lambda tx: (complete(tx), claiming(tx) if limit > 0 else []), labels
+            lambda tx: (complete(tx), claiming(tx)[1] if limit > 0 else []), labels
         )
         return done, rows.leases(claimed)
 
@@ -266,9 +286,15 @@ class Store(Transitions, BatchVerbs, ABC):
         limit: int,
         lease: float,
         claim: int | None,
-    ) -> Callable[[Tx], list[Row]]:
+        items: Sequence[tuple[Lease, str]] = (),
+    ) -> Callable[[Tx], tuple[set[LeaseKey], list[Row]]]:
+        """A claim; with `items` (only where cycle_in_one_statement), their results are
+        recorded by the same statement first. Returns (results recorded, claimed rows)."""
         number = new_claim() if claim is None else claim
-        params: Params = {"worker": worker, "limit": limit, "lease": float(lease), "claim": number}
+        keys = [(x.job_id, x.token) for x, _ in items]
+        results = self._results_param([((x.job_id, x.token), r) for x, r in items])
+        params: Params = {"worker": worker, "limit": limit, "lease": float(lease),
+                          "claim": number, **results}  # fmt: skip
         if queues is None:
             name = "job_claim"
         elif len(queues) == 1:
@@ -276,11 +302,16 @@ class Store(Transitions, BatchVerbs, ABC):
         else:
             name, params["queues"] = "job_claim_queues", self._queues_param(queues)
 
-        def step(tx: Tx) -> list[Row]:
-            claimed = tx.all(name, params)
+        def step(tx: Tx) -> tuple[set[LeaseKey], list[Row]]:
+            found = tx.all(name, params)
+            claimed = [r for r in found if r["kind"] == "claimed"] if keys else found
+            written: set[LeaseKey] = set()
+            if keys:
+                done = [r for r in found if r["kind"] == "done"]
+                written = self._transition(tx, COMPLETE, done, keys).written
             if claimed:
                 self._transition(tx, CLAIM, claimed)
-            return claimed
+            return written, claimed
 
         return step
 
@@ -420,7 +451,7 @@ class Store(Transitions, BatchVerbs, ABC):
             before: JobStatus = row["status"]
             if before in FINISHED:
                 return before
-            done = tx.all("job_cancel", {"job_id": job_id})
+            done = tx.all("job_cancel", {"job_id": job_id, "running": before == "running"})
             if before == "running":
                 key = (job_id, row["lease_token"])
                 self._transition(tx, CANCEL, done, [key], error="cancelled")

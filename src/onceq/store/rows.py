@@ -27,7 +27,8 @@ def job(row: Row) -> Job:
         max_attempts=row["max_attempts"],
         lease_token=row["lease_token"],
         lease_expires_at=dt_or_none(row["lease_expires_at"]),
-        worker=row["worker"],
+        # the row keeps its last holder; a pending job has none
+        worker=None if row["status"] == "pending" else row["worker"],
         result=json_or_raw(row["result"]),
         last_error=row["last_error"],
         last_traceback=row["last_traceback"],
@@ -46,7 +47,7 @@ def leases(rows: list[Row]) -> list[Lease]:
     return [
         Lease(
             job_id=r["id"],
-            token=r["lease_token"],
+            token=r["token"],
             task=r["task"],
             args=r["args"],
             queue=r["queue"],

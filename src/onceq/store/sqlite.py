@@ -33,7 +33,7 @@ from typing import TypeVar, cast
 from onceq import faults
 from onceq.errors import ConfigError, OutcomeUnknown, SchemaError, StoreUnavailable
 from onceq.store.base import Store
-from onceq.store.transitions import CLAIM, HEARTBEAT, UNREADABLE, Op
+from onceq.store.transitions import CLAIM, HEARTBEAT, RELEASE, UNREADABLE, Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx, note
 from onceq.store.urls import StoreURL
 from onceq.store.wakeup import PollingWaker, Waker
@@ -298,27 +298,22 @@ class SqliteStore(Store):
         error: str | None,
     ) -> dict[LeaseKey, str]:
         if op is CLAIM:
-            keys = [(r["id"], r["token"]) for r in kept]
-            tx.run("attempt_insert_claimed", self._leases_param(keys))
-            return {}
+            return {}  # an attempt's record is written when it ends; its job row holds it
         if op is not HEARTBEAT:
             by_outcome: dict[str, list[LeaseKey]] = {}
             for r in kept:
                 by_outcome.setdefault(outcome(r), []).append((r["id"], r["token"]))
+            back = 1 if op is RELEASE else 0  # a release gave the attempt back
             for name, keys in by_outcome.items():
-                tx.run("attempt_end", {"outcome": name, "error": error, **self._leases_param(keys)})
+                params = {"outcome": name, "error": error, "back": back}
+                tx.run("attempt_end", {**params, **self._leases_param(keys)})
         held = {(r["id"], r["token"]) for r in kept}
         missing = [k for k in asked if k not in held]
-        if not missing:
-            return {}
         replayed: dict[LeaseKey, str] = {}
-        if op.replays:
+        if missing and op.replays:
             for r in tx.all("attempt_outcomes", self._leases_param(missing)):
                 if r["outcome"] in op.replays and (not op.same_error or r["error"] == error):
                     replayed[(r["job_id"], r["token"])] = r["outcome"]
-        stale = [k for k in missing if k not in replayed]
-        if stale:
-            tx.run("attempt_reject", {"op": op.name, **self._leases_param(stale)})
         return replayed
 
     # -- schema --------------------------------------------------------------------

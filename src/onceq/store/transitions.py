@@ -5,9 +5,10 @@ end, a row no worker can read…) returns the rows it changed — id, token, new
 run, step, item — and `Transitions._transition` does every follow-up, the same way for
 all of them:
 
-1. the attempt history: the attempt ends with its outcome; a write refused because its
-   lease is stale is noted as `rejected`; a write sent again under a lease whose attempt
-   already ended that way (the first answer was lost) is "already recorded", not stale;
+1. the attempt history: the attempt ends with its outcome (its record is written then,
+   once); a write refused because its lease is stale is noted as `rejected`; a write
+   sent again under a lease whose attempt already ended that way (the first answer was
+   lost) is "already recorded", not stale;
 2. a workflow job sent back to pending whose run has ended is cancelled instead;
 3. a workflow job that reached a final status advances its run in the same transaction
    (the fan-in guarantee depends on it) — each run on its own, under a savepoint: a run
@@ -145,11 +146,15 @@ class Transitions:
         outcome: Callable[[Row], str],
         error: str | None,
     ) -> dict[LeaseKey, str]:
-        """Write the attempt records of a write where its statement did not (SQLite;
-        PostgreSQL's statements write them in a CTE): started for a claim, ended with
-        `outcome(row)` otherwise, `rejected` noted for stale asked leases. Returns the
-        asked leases whose attempt had already ended with one of `op.replays`, with that
-        outcome (PostgreSQL's statements return those rows themselves)."""
+        """Write the records of the attempts a write ended, with `outcome(row)`, where its
+        statement did not (SQLite; PostgreSQL's statements write them in a CTE). Returns
+        the asked leases whose attempt had already ended with one of `op.replays`, with
+        that outcome (PostgreSQL's statements return those rows themselves)."""
+
+    @abstractmethod
+    def _note_rejected(self, tx: Tx, op: Op, stale: Sequence[LeaseKey]) -> None:
+        """Note in their attempts' records that a write of kind `op` was refused for these
+        stale leases."""
 
     @abstractmethod
     def _transient(self, exc: BaseException) -> bool:
@@ -182,6 +187,10 @@ class Transitions:
                 done.replayed[key] = _status_after(earlier)
         done.held = held = {(r["id"], r["token"]) for r in kept}
         done.stale = [k for k in asked if k not in held and k not in done.replayed]
+        if done.stale and op.attempts:
+            # A statement of its own, after the write: it sees the record of an attempt
+            # whose ending (a rescue, a cancel) committed while this write waited.
+            self._note_rejected(tx, op, done.stale)
         if op is not HEARTBEAT:
             done.changes = [
                 Change(op.name, r["id"], r["token"], r["status"], r["run_id"], r["step"], r["item"])

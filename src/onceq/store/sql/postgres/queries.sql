@@ -41,7 +41,7 @@ WITH ins AS (
     VALUES (%(queue)s, %(task)s, %(args)s::json, %(priority)s,
             coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
             %(key)s, %(max_attempts)s, %(run_id)s, %(step)s, %(item)s)
-    ON CONFLICT (key) DO NOTHING
+    ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
     RETURNING *)
 SELECT ins.*, pg_notify(%(channel)s, ins.queue) FROM ins;
 
@@ -58,7 +58,7 @@ SELECT m.e ->> 0, m.e ->> 1, a.e, (m.e ->> 2)::int,
 FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS m(e, n)
 JOIN json_array_elements(%(args)s::json) WITH ORDINALITY AS a(e, n) USING (n)
 ORDER BY n
-ON CONFLICT (key) DO NOTHING
+ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
 RETURNING id, key;
 
 -- name: job_ids_by_key
@@ -94,11 +94,40 @@ DELETE FROM onceq_jobs WHERE queue = %(queue)s;
 SELECT * FROM onceq_jobs WHERE key = %(key)s;
 
 -- name: job_claim
--- Moves up to %(limit)s due jobs of any queue to running, starts their attempt records
--- and returns them, in one statement. The locking SELECT is a CTE, not `IN (subquery)`:
--- the planner may run the latter as a nested loop that updates more rows than LIMIT
--- (Oban's bug). SKIP LOCKED: rows another claimer holds are not ours to wait for.
-WITH picked AS (
+-- One worker cycle in one statement: records the results of %(leases)s/%(results)s as
+-- job_complete does (both `[]` for a claim alone), then moves up to %(limit)s due jobs of
+-- any queue to running and returns them (`kind` 'claimed'), with the completions
+-- (`kind` 'done'; `replayed` for one recorded before). Sent on its own (autocommit), a
+-- worker's cycle is one round trip and one commit. Rows completed here are running and
+-- rows claimed are pending in the statement's one snapshot: none is updated twice.
+-- The locking SELECT is a CTE, not `IN (subquery)`: the planner may run the latter as a
+-- nested loop that updates more rows than LIMIT (Oban's bug). SKIP LOCKED: rows another
+-- claimer holds are not ours to wait for. A claim writes no attempt record: the running
+-- attempt lives on the job row (token, worker, started_at) until it ends.
+WITH v AS (
+    -- results in an array of their own, matched by position: see the note on
+    -- Store._results_param
+    SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
+    FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
+    JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'succeeded', result = v.result, finished_at = now(),
+        lease_expires_at = NULL
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
+), ended AS (
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome)
+    SELECT id, token, attempts, worker, started_at, now(), 'succeeded' FROM done
+    ON CONFLICT (job_id, token) DO UPDATE SET ended_at = excluded.ended_at,
+                                              outcome = excluded.outcome
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
+), picked AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now()
       AND left(queue, 6) <> 'onceq.'  -- reserved queues: served only when named
@@ -112,18 +141,47 @@ WITH picked AS (
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
-    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
-              j.lease_token AS token, j.status
-), attempt AS (
-    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
-    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
+              j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
-SELECT * FROM claimed;
+SELECT 'claimed' AS kind, id, token, status, run_id, step, item, task, args, queue,
+       attempts, max_attempts, priority, run_at, false AS replayed
+FROM claimed
+UNION ALL
+SELECT 'done', id, token, status, run_id, step, item, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, false
+FROM done
+UNION ALL
+SELECT 'done', id, token, 'succeeded', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, true
+FROM earlier WHERE outcome = 'succeeded';
 
 -- name: job_claim_queue
 -- As job_claim, for one queue: an ordered walk of the (queue, priority, run_at, id) index.
-WITH picked AS (
+WITH v AS (
+    -- results in an array of their own, matched by position: see the note on
+    -- Store._results_param
+    SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
+    FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
+    JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'succeeded', result = v.result, finished_at = now(),
+        lease_expires_at = NULL
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
+), ended AS (
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome)
+    SELECT id, token, attempts, worker, started_at, now(), 'succeeded' FROM done
+    ON CONFLICT (job_id, token) DO UPDATE SET ended_at = excluded.ended_at,
+                                              outcome = excluded.outcome
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
+), picked AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now() AND queue = %(queue)s
     ORDER BY priority DESC, run_at, id
@@ -136,18 +194,47 @@ WITH picked AS (
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
-    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
-              j.lease_token AS token, j.status
-), attempt AS (
-    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
-    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
+              j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
-SELECT * FROM claimed;
+SELECT 'claimed' AS kind, id, token, status, run_id, step, item, task, args, queue,
+       attempts, max_attempts, priority, run_at, false AS replayed
+FROM claimed
+UNION ALL
+SELECT 'done', id, token, status, run_id, step, item, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, false
+FROM done
+UNION ALL
+SELECT 'done', id, token, 'succeeded', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, true
+FROM earlier WHERE outcome = 'succeeded';
 
 -- name: job_claim_queues
 -- As job_claim, restricted to the queues in %(queues)s.
-WITH picked AS (
+WITH v AS (
+    -- results in an array of their own, matched by position: see the note on
+    -- Store._results_param
+    SELECT (k.e ->> 0)::bigint AS id, (k.e ->> 1)::bigint AS token, r.e AS result
+    FROM json_array_elements(%(leases)s::json) WITH ORDINALITY AS k(e, n)
+    JOIN json_array_elements(%(results)s::json) WITH ORDINALITY AS r(e, n) USING (n)
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'succeeded', result = v.result, finished_at = now(),
+        lease_expires_at = NULL
+    FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
+), ended AS (
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome)
+    SELECT id, token, attempts, worker, started_at, now(), 'succeeded' FROM done
+    ON CONFLICT (job_id, token) DO UPDATE SET ended_at = excluded.ended_at,
+                                              outcome = excluded.outcome
+), earlier AS (
+    SELECT a.job_id AS id, a.token, a.outcome
+    FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
+    WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
+), picked AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now()
       AND queue IN (SELECT json_array_elements_text(%(queues)s::json))
@@ -161,14 +248,20 @@ WITH picked AS (
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
     FROM picked
     WHERE j.id = picked.id AND j.status = 'pending'
-    RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-              j.run_id, j.step, j.item, j.priority, j.run_at, j.worker, j.started_at,
-              j.lease_token AS token, j.status
-), attempt AS (
-    INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
-    SELECT id, lease_token, attempts, worker, started_at FROM claimed
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
+              j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
-SELECT * FROM claimed;
+SELECT 'claimed' AS kind, id, token, status, run_id, step, item, task, args, queue,
+       attempts, max_attempts, priority, run_at, false AS replayed
+FROM claimed
+UNION ALL
+SELECT 'done', id, token, status, run_id, step, item, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, false
+FROM done
+UNION ALL
+SELECT 'done', id, token, 'succeeded', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, true
+FROM earlier WHERE outcome = 'succeeded';
 
 -- name: job_heartbeat
 -- Extends every lease in %(leases)s ([[id, token], ...]) still held; notes the stale
@@ -193,25 +286,18 @@ WITH v AS (
     SELECT j.id, j.lease_token AS token
     FROM onceq_jobs AS j JOIN v ON j.id = v.id AND j.lease_token = v.token
     WHERE j.status = 'running' AND j.id NOT IN (SELECT id FROM locked)
-), rejected AS (
-    -- (not for an attempt its own holder already ended: that heartbeat merely crossed
-    -- the holder's completion)
-    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'heartbeat')
-    FROM v WHERE a.job_id = v.id AND a.token = v.token
-      AND (v.id, v.token) NOT IN (SELECT id, token FROM kept)
-      AND (v.id, v.token) NOT IN (SELECT id, token FROM busy)
-      AND a.outcome IS DISTINCT FROM 'succeeded' AND a.outcome IS DISTINCT FROM 'failed'
-      AND a.outcome IS DISTINCT FROM 'retried' AND a.outcome IS DISTINCT FROM 'released'
 )
 SELECT id, token, false AS busy FROM kept
 UNION ALL
 SELECT id, token, true FROM busy;
 
 -- name: job_complete
--- Records results for the leases still held and closes their attempts. A lease whose
--- attempt had already succeeded is this completion sent again (its first answer was
--- lost): it comes back as `replayed`. Any other is stale, and noted as rejected. (All
--- CTEs read one snapshot: `earlier` cannot see what `ended` writes.)
+-- Records results for the leases still held and writes their attempts' records. A lease
+-- whose attempt had already succeeded is this completion sent again (its first answer
+-- was lost): it comes back as `replayed`. Any other is stale (the store notes it with
+-- attempt_reject). (All CTEs read one snapshot: `earlier` cannot see what `ended`
+-- writes.) An attempt's record is written once, when it ends; ON CONFLICT: a record
+-- opened at claim by onceq before schema v4 is closed instead.
 WITH v AS (
     -- results in an array of their own, matched by position: see the note on
     -- Store._results_param
@@ -223,18 +309,18 @@ WITH v AS (
     SET status = 'succeeded', result = v.result, finished_at = now(),
         lease_expires_at = NULL
     FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'succeeded'
-    FROM done WHERE a.job_id = done.id AND a.token = done.token
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome)
+    SELECT id, token, attempts, worker, started_at, now(), 'succeeded' FROM done
+    ON CONFLICT (job_id, token) DO UPDATE SET ended_at = excluded.ended_at,
+                                              outcome = excluded.outcome
 ), earlier AS (
     SELECT a.job_id AS id, a.token, a.outcome
     FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
     WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
-), rejected AS (
-    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'complete')
-    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
-      AND earlier.outcome IS DISTINCT FROM 'succeeded'
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
@@ -253,16 +339,18 @@ WITH done AS (
                       ELSE run_at END,
         finished_at = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
                            THEN NULL ELSE now() END,
-        worker = CASE WHEN %(retry_in)s::float8 IS NOT NULL AND attempts < max_attempts
-                      THEN NULL ELSE worker END,
         lease_expires_at = NULL, last_error = %(error)s, last_traceback = %(traceback)s
     WHERE id = %(job_id)s AND lease_token = %(token)s AND status = 'running'
-    RETURNING id, lease_token AS token, status, run_id, step, item
+    RETURNING id, lease_token AS token, status, run_id, step, item, attempts, worker,
+              started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a
-    SET ended_at = now(), error = %(error)s,
-        outcome = CASE WHEN done.status = 'pending' THEN 'retried' ELSE 'failed' END
-    FROM done WHERE a.job_id = done.id AND a.token = done.token
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome, error)
+    SELECT id, token, attempts, worker, started_at, now(),
+           CASE WHEN status = 'pending' THEN 'retried' ELSE 'failed' END, %(error)s
+    FROM done
+    ON CONFLICT (job_id, token) DO UPDATE
+    SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
 ), earlier AS (
     -- as in job_complete: the same failure sent again finds its attempt ended by it,
     -- with its error (a timed-out thread's late failure is another one: refused)
@@ -272,9 +360,6 @@ WITH done AS (
            a.outcome
     FROM onceq_attempts AS a
     WHERE a.job_id = %(job_id)s AND a.token = %(token)s AND NOT EXISTS (SELECT 1 FROM done)
-), rejected AS (
-    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'fail')
-    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token AND NOT earlier.again
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
@@ -291,20 +376,20 @@ WITH v AS (
     FROM json_array_elements(%(leases)s::json) AS e
 ), done AS (
     UPDATE onceq_jobs AS j
-    SET status = 'pending', attempts = j.attempts - 1, lease_expires_at = NULL, worker = NULL
+    SET status = 'pending', attempts = j.attempts - 1, lease_expires_at = NULL
     FROM v WHERE j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item,
+              j.attempts + 1 AS attempt, j.worker, j.started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'released'
-    FROM done WHERE a.job_id = done.id AND a.token = done.token
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome)
+    SELECT id, token, attempt, worker, started_at, now(), 'released' FROM done
+    ON CONFLICT (job_id, token) DO UPDATE SET ended_at = excluded.ended_at,
+                                              outcome = excluded.outcome
 ), earlier AS (
     SELECT a.job_id AS id, a.token, a.outcome
     FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
     WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
-), rejected AS (
-    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'release')
-    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
-      AND earlier.outcome IS DISTINCT FROM 'released'
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
@@ -317,8 +402,8 @@ SELECT id, token, 'pending', NULL, NULL, NULL, true FROM earlier WHERE outcome =
 UPDATE onceq_jobs AS j SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
 WHERE j.status = 'running' AND j.worker = %(worker)s
   AND j.claim IN (SELECT v::bigint FROM json_array_elements_text(%(claims)s::json) AS v)
-RETURNING j.id, j.lease_token, j.task, j.args, j.queue, j.attempts, j.max_attempts,
-          j.run_id, j.step, j.item, j.priority, j.run_at;
+RETURNING j.id, j.lease_token AS token, j.task, j.args, j.queue, j.attempts,
+          j.max_attempts, j.run_id, j.step, j.item, j.priority, j.run_at;
 
 -- name: job_rescue
 -- Jobs whose lease expired on the database clock (%(worker)s NULL), or every job
@@ -337,15 +422,18 @@ WITH picked AS (
     SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
         run_at = now(),
         finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-        worker = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE j.worker END,
         lease_expires_at = NULL, last_error = %(error)s, last_traceback = NULL
     FROM picked WHERE j.id = picked.id AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
-    FROM done WHERE a.job_id = done.id AND a.token = done.token
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome, error)
+    SELECT id, token, attempts, worker, started_at, now(), %(outcome)s, %(error)s FROM done
+    ON CONFLICT (job_id, token) DO UPDATE
+    SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
 )
-SELECT * FROM done;
+SELECT id, token, status, run_id, step, item FROM done;
 
 -- name: job_give_up
 -- Leases their own worker gave up (no heartbeat got through in time, so its handler was
@@ -364,47 +452,76 @@ WITH v AS (
     SET status = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
         run_at = now(),
         finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-        worker = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE j.worker END,
         lease_expires_at = NULL, last_error = %(error)s, last_traceback = NULL
     FROM v, locked
     WHERE j.id = locked.id AND j.id = v.id AND j.lease_token = v.token AND j.status = 'running'
-    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.attempts,
+              j.worker, j.started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a
-    SET ended_at = now(), outcome = 'lease_expired', error = %(error)s
-    FROM done WHERE a.job_id = done.id AND a.token = done.token
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome, error)
+    SELECT id, token, attempts, worker, started_at, now(), 'lease_expired', %(error)s
+    FROM done
+    ON CONFLICT (job_id, token) DO UPDATE
+    SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
 ), earlier AS (
     SELECT a.job_id AS id, a.token, a.outcome
     FROM onceq_attempts AS a JOIN v ON a.job_id = v.id AND a.token = v.token
     WHERE (v.id, v.token) NOT IN (SELECT id, token FROM done)
-), rejected AS (
-    UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, 'give_up')
-    FROM earlier WHERE a.job_id = earlier.id AND a.token = earlier.token
-      AND earlier.outcome IS DISTINCT FROM 'lease_expired'
 )
 SELECT id, token, status, run_id, step, item, false AS replayed FROM done
 UNION ALL
 SELECT id, token, 'pending', NULL, NULL, NULL, true FROM earlier
 WHERE outcome = 'lease_expired';
 
+-- name: attempt_reject
+-- Notes a stale write (%(op)s) refused for each lease in %(leases)s. A statement of its
+-- own, after the write: its snapshot sees the attempt's record even when the write that
+-- ended that attempt (a rescue, a cancel) committed while the refused one waited for the
+-- job's row. A heartbeat that crossed its own holder's completion is not one: the holder
+-- ended that attempt itself.
+UPDATE onceq_attempts AS a SET rejected = concat_ws(',', a.rejected, %(op)s)
+FROM json_array_elements(%(leases)s::json) AS e
+WHERE a.job_id = (e ->> 0)::bigint AND a.token = (e ->> 1)::bigint
+  AND NOT (%(op)s = 'heartbeat'
+           AND coalesce(a.outcome IN ('succeeded', 'failed', 'retried', 'released'), false));
+
 -- name: attempt_list
-SELECT * FROM onceq_attempts WHERE job_id = %(job_id)s ORDER BY token;
+-- A job's attempts: those that ended (their records), then the one running now, which
+-- has no record until it ends (its lease is on the job row).
+SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, error, rejected
+FROM onceq_attempts WHERE job_id = %(job_id)s
+UNION ALL
+SELECT id, lease_token, attempts, worker, started_at, NULL, NULL, NULL, NULL
+FROM onceq_jobs AS j
+WHERE id = %(job_id)s AND status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM onceq_attempts AS a
+                  WHERE a.job_id = j.id AND a.token = j.lease_token)
+ORDER BY token;
 
 -- name: job_lock
 -- Reads and locks a job before an operator action.
 SELECT * FROM onceq_jobs WHERE id = %(job_id)s FOR UPDATE;
 
 -- name: job_cancel
+-- Cancels a pending or running job; a running one's attempt ends `cancelled` (its holder's
+-- writes are refused from now on).
 WITH done AS (
     UPDATE onceq_jobs
     SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
     WHERE id = %(job_id)s AND status IN ('pending', 'running')
-    RETURNING id, lease_token AS token, status, run_id, step, item
+    RETURNING id, lease_token AS token, status, run_id, step, item, attempts, worker,
+              started_at
 ), ended AS (
-    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'cancelled', error = 'cancelled'
-    FROM done WHERE a.job_id = done.id AND a.token = done.token AND a.ended_at IS NULL
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome, error)
+    SELECT id, token, attempts, worker, started_at, now(), 'cancelled', 'cancelled'
+    FROM done WHERE %(running)s
+    ON CONFLICT (job_id, token) DO UPDATE
+    SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
+    WHERE a.ended_at IS NULL
 )
-SELECT * FROM done;
+SELECT id, token, status, run_id, step, item FROM done;
 
 -- name: job_retry
 -- An operator retry: pending now, with at least %(extra)s attempts left.

@@ -116,12 +116,6 @@ DELETE FROM onceq_runs WHERE id IN (SELECT run_id FROM onceq_jobs WHERE queue = 
 -- name: queue_purge_jobs
 DELETE FROM onceq_jobs WHERE queue = :queue;
 
--- name: attempt_insert_claimed
--- The attempt record of each lease just granted (:leases is [[id, token], ...]).
-INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at)
-SELECT id, lease_token, attempts, worker, started_at FROM onceq_jobs
-WHERE (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
-
 -- name: job_heartbeat
 -- Extends every lease in :leases that is still held; returns those kept.
 -- (No row is ever `busy` here: a transaction holds the whole file, not rows.)
@@ -152,8 +146,6 @@ SET status = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
                   THEN :now + :retry_in ELSE run_at END,
     finished_at = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
                        THEN NULL ELSE :now END,
-    worker = CASE WHEN :retry_in IS NOT NULL AND attempts < max_attempts
-                  THEN NULL ELSE worker END,
     lease_expires_at = NULL, last_error = :error, last_traceback = :traceback
 WHERE id = :job_id AND lease_token = :token AND +status = 'running'
 RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
@@ -176,7 +168,7 @@ RETURNING id, lease_token AS token, status, run_id, step, item;
 -- Hands back leases whose handler never started (graceful shutdown): pending again, and
 -- the attempt is given back. The token stays bumped, so the old lease stays dead.
 UPDATE onceq_jobs
-SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL, worker = NULL
+SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL
 WHERE +status = 'running'
   AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
 RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
@@ -188,8 +180,8 @@ RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
 UPDATE onceq_jobs SET lease_expires_at = :now + :lease
 WHERE status = 'running' AND lease_expires_at IS NOT NULL AND worker = :worker
   AND claim IN (SELECT value FROM json_each(:claims))
-RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
-          priority, run_at;
+RETURNING id, lease_token AS token, task, args, queue, attempts, max_attempts, run_id, step,
+          item, priority, run_at;
 
 -- name: job_rescue
 -- Jobs whose lease expired (:worker NULL), or every job :worker held once its process is
@@ -202,7 +194,6 @@ UPDATE onceq_jobs
 SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
     run_at = :now,
     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
-    worker = CASE WHEN attempts < max_attempts THEN NULL ELSE worker END,
     lease_expires_at = NULL, last_error = :error, last_traceback = NULL
 WHERE status = 'running' AND lease_expires_at IS NOT NULL
   AND CASE WHEN :worker IS NULL THEN lease_expires_at < :now ELSE worker = :worker END
@@ -216,16 +207,25 @@ UPDATE onceq_jobs
 SET status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
     run_at = :now,
     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
-    worker = CASE WHEN attempts < max_attempts THEN NULL ELSE worker END,
     lease_expires_at = NULL, last_error = :error, last_traceback = NULL
 WHERE +status = 'running'
   AND (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
 RETURNING id, lease_token AS token, status, run_id, step, item, 0 AS replayed;
 
 -- name: attempt_end
--- Closes the attempt records of the leases in :leases with one outcome.
-UPDATE onceq_attempts SET ended_at = :now, outcome = :outcome, error = :error
-WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases));
+-- Writes the record of each attempt in :leases that just ended with one outcome, from its
+-- job row (which keeps the attempt's worker and start): an attempt's record is written
+-- once, when it ends. :back is 1 for an attempt given back (a release: the job's count
+-- went down), else 0. ON CONFLICT: a record opened at claim by onceq before schema v4.
+-- (`WHERE true`: an INSERT … SELECT with an upsert clause needs a WHERE to parse.)
+INSERT INTO onceq_attempts (job_id, token, attempt, worker, started_at, ended_at, outcome,
+                            error)
+SELECT id, lease_token, attempts + :back, worker, started_at, :now, :outcome, :error
+FROM onceq_jobs
+WHERE (id, lease_token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases))
+  AND true
+ON CONFLICT (job_id, token) DO UPDATE
+SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error;
 
 -- name: attempt_outcomes
 -- How the attempts of the leases in :leases ended (a write refused for one of them may
@@ -242,7 +242,17 @@ WHERE (job_id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:leases
            AND coalesce(outcome IN ('succeeded', 'failed', 'retried', 'released'), 0));
 
 -- name: attempt_list
-SELECT * FROM onceq_attempts WHERE job_id = :job_id ORDER BY token;
+-- A job's attempts: those that ended (their records), then the one running now, which
+-- has no record until it ends (its lease is on the job row).
+SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, error, rejected
+FROM onceq_attempts WHERE job_id = :job_id
+UNION ALL
+SELECT id, lease_token, attempts, worker, started_at, NULL, NULL, NULL, NULL
+FROM onceq_jobs AS j
+WHERE id = :job_id AND status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM onceq_attempts AS a
+                  WHERE a.job_id = j.id AND a.token = j.lease_token)
+ORDER BY token;
 
 -- name: job_lock
 -- Reads a job before an operator action. (PostgreSQL adds FOR UPDATE; here BEGIN
