@@ -8,7 +8,7 @@ PYTHON ?= python3
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,postgres,dashboard]'
 	touch $@
 
 setup: $(BIN)/.installed

@@ -27,6 +27,7 @@ from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
 from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
 from onceq.store import jsoncodec, queries, rows
+from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
 from onceq.store.transitions import (
     CANCEL,
@@ -51,7 +52,7 @@ T = TypeVar("T")
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-class Store(Transitions, BatchVerbs, ABC):
+class Store(Transitions, BatchVerbs, AppVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]

@@ -166,9 +166,8 @@ class PostgresStore(Store):
         try:
             conn = psycopg.connect(self.conninfo, autocommit=autocommit, **self.connect_kwargs)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"cannot reach PostgreSQL at {_safe(self.conninfo)}: {reason}"
+                f"cannot reach PostgreSQL at {_safe(self.conninfo)}: {_connect_reason(exc)}"
             ) from exc
         _loaders(conn)
         return conn
@@ -449,6 +448,17 @@ def _sever(conn: psycopg.Connection[Any]) -> None:
 
 def _reason(exc: BaseException) -> str:
     return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in one line: libpq's own reason ("Connection refused",
+    "database … does not exist") and its hint, without the address it repeats."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0].rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
+    hints = " ".join(lines[1:])
+    return f"{reason} ({hints})" if hints else reason
 
 
 def _safe(conninfo: str) -> str:

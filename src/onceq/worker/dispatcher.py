@@ -32,13 +32,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
-from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.wakeup import Waker
 from onceq.worker import signals
@@ -287,7 +286,7 @@ class Worker:
             assert self._threads is not None
             held.item = self._threads.submit(lambda item: self._run_sync(held, task, item))
 
-    def _run_sync(self, held: Held, task: Task, item: PoolItem) -> None:
+    def _run_sync(self, held: Held, task: Task[..., Any], item: PoolItem) -> None:
         if task.timeout is not None and not task.subprocess:
             held.deadline = time.monotonic() + task.timeout
         token = _current.set(held.ctx)
@@ -295,8 +294,7 @@ class Worker:
             if task.subprocess:
                 result = run_in_subprocess(task.fn, held.lease.args, task.timeout, held.ctx)
             else:
-                value = task.fn(**task.load(held.lease.args))
-                result = jsoncodec.dumps(value, f"result of {task.name}")
+                result = task.dump_result(task.fn(**task.load(held.lease.args)))
             outcome = Outcome(held, result=result)
         except BaseException as exc:
             outcome = Outcome(held, error=exc, traceback=traceback.format_exc())
@@ -305,7 +303,7 @@ class Worker:
         outcome.late = not item.finish()
         self.recorder.report(outcome)
 
-    async def _run_async(self, held: Held, task: Task) -> None:
+    async def _run_async(self, held: Held, task: Task[..., Any]) -> None:
         held.aio = asyncio.current_task()
         token = _current.set(held.ctx)
         try:
@@ -313,7 +311,7 @@ class Worker:
                 raise asyncio.CancelledError
             coro = task.fn(**task.load(held.lease.args))
             value = await asyncio.wait_for(coro, task.timeout)
-            outcome = Outcome(held, result=jsoncodec.dumps(value, f"result of {task.name}"))
+            outcome = Outcome(held, result=task.dump_result(value))
         except TimeoutError:
             error = JobTimeout(f"timed out after {task.timeout}s: the coroutine was cancelled")
             outcome = Outcome(held, error=error, traceback=traceback.format_exc())

@@ -1,0 +1,1 @@
+"""Testing helpers for apps built on onceq."""
