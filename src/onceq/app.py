@@ -161,14 +161,14 @@ class App:
         try:
             return self.tasks[name]
         except KeyError:
-            raise UnknownTask(f"unknown task {name!r}: {self.no_task(name)}") from None
+            raise UnknownTask(
+                f"unknown task {name!r}: the app has no task of that name{self.guess(name)}"
+            ) from None
 
-    def no_task(self, name: str) -> str:
-        """Why `name` is not a task here, in a few words, with a guess for a near miss."""
+    def guess(self, name: str) -> str:
+        """` (did you mean 'x'?)` for a task name that nearly matches one, else nothing."""
         close = difflib.get_close_matches(name, list(self.tasks), n=1, cutoff=0.6)
-        if close:
-            return f"did you mean {close[0]!r}?"
-        return "the app has no task of that name"
+        return f" (did you mean {close[0]!r}?)" if close else ""
 
     def enqueue(self, name: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
         """Enqueue a registered task by name, validating `payload` as task.enqueue does."""

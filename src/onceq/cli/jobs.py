@@ -53,7 +53,7 @@ def jobs(
     """List jobs, newest first, with counts by queue and status."""
     if status is not None and status not in JOB_STATUSES:
         fail(f"unknown status {status!r}: expected one of {', '.join(JOB_STATUSES)}")
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         rows = store.job_list(status=status, queue=queue, task=task, limit=limit, offset=offset)
         counts = store.job_counts()
     if as_json:
@@ -83,7 +83,7 @@ def job(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one job: its fields, result or error, and its attempt history."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.job_get(job_id)
         attempts = store.attempt_list(job_id)
     if as_json:
@@ -118,7 +118,7 @@ def retry(
     ] = 1,
 ) -> None:
     """Put a failed or cancelled job back to pending."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.job_retry(job_id, extra_attempts=attempts)
     console.print(
         f"job {found.id} is pending again ({found.max_attempts - found.attempts} attempt(s) left)"
@@ -130,7 +130,7 @@ def cancel(
     url: UrlOption = None,
 ) -> None:
     """Cancel a pending or running job (a running handler's result is then refused)."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         before = store.job_cancel(job_id)
     if before in ("pending", "running"):
         console.print(f"job {job_id} cancelled (was {before})")

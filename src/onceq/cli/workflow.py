@@ -19,6 +19,7 @@ from onceq.cli.common import (
     parse_json,
     print_json,
     store_at,
+    store_url,
 )
 from onceq.cli.progress import follow, steps_table
 
@@ -45,8 +46,7 @@ def run_workflow(
     with errors():
         workflow = Workflow.load(file)
         the_app = import_app(app)
-        if url:
-            the_app.use(url)
+        the_app.use(store_url(url, the_app))
         run_id = the_app.run_workflow(workflow, data)
     if not wait:
         console.print(run_id)
@@ -68,7 +68,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """A run's steps: done, running, pending, results and errors."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         run = store.run_get(run_id)
         step_results = {s.name: store.run_results(run_id, s.name) for s in run.steps}
     if as_json:
@@ -88,7 +88,7 @@ def show(
 @workflow_cli.command("cancel")
 def cancel(run_id: RunId, url: UrlOption = None) -> None:
     """Cancel a run: pending jobs cancelled, running ones finish without advancing it."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         before = store.run_cancel(run_id)
     if before != "running":
         fail(f"run {run_id} already ended: it is {before}", 1)
@@ -102,7 +102,7 @@ def list_runs(
     as_json: JsonFlag = False,
 ) -> None:
     """Recent runs, newest first."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         runs = store.run_list(limit=limit)
     if as_json:
         print_json([r.to_json() for r in runs])

@@ -39,6 +39,7 @@ from onceq.store.transitions import (
     HEARTBEAT,
     RELEASE,
     RESCUE,
+    RESCUE_STOPPED,
     RETRY,
     Transitions,
     run_engine,
@@ -397,6 +398,20 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         """Rescue every job held by `worker` at once; only for a worker known to be dead
         (its supervisor saw it exit), so its handlers cannot still be running."""
         return self._rescue(worker, f"worker {worker} died: {reason}", "worker_died")
+
+    def job_rescue_stopped(self, worker: str, reason: str) -> list[Rescued]:
+        """Put back every job held by `worker`, a process that stopped during a shutdown
+        (its grace ran out, or a second signal killed it) and so cannot be running them:
+        pending again with the attempt given back, never failed — a shutdown is not the
+        job's failure. The attempt ends `released`, with `reason` as its error."""
+        params = {"worker": worker, "error": reason}
+
+        def put_back(tx: Tx) -> list[Rescued]:
+            found = tx.all("job_rescue_stopped", params)
+            done = self._transition(tx, RESCUE_STOPPED, found, error=reason)
+            return [Rescued(c.job_id, c.token, c.status) for c in done.changes]
+
+        return self._in_tx(put_back, ("rescue",))
 
     def _rescue(self, worker: str | None, error: str, outcome: str) -> list[Rescued]:
         params = {"worker": worker, "error": error, "outcome": outcome}

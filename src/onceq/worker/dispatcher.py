@@ -39,7 +39,9 @@ from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
 from onceq.store.base import new_claim
+from onceq.store.urls import redact
 from onceq.store.wakeup import Waker
+from onceq.version import __version__
 from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
 from onceq.worker.leases import Heartbeat, Held, LeaseKeeper, LeaseKey, Leases
@@ -126,8 +128,11 @@ class Worker:
         """Work until stopped; with `burst`, return once no job of its queues is left."""
         self.open()
         restore = self._install_signals()
+        tasks = ",".join(sorted(self.app.tasks)) or "(none)"
         logs.event(log, logging.INFO, "worker.started", worker=self.name,
-                   concurrency=self.concurrency, queues=",".join(self.queues or ["*"]))  # fmt: skip
+                   store=redact(self.store.url), version=__version__,
+                   concurrency=self.concurrency, queues=",".join(self.queues or ["*"]),
+                   tasks=tasks)  # fmt: skip
         try:
             pause = 0.0
             while not self._stop.is_set():
@@ -157,6 +162,7 @@ class Worker:
     def open(self) -> None:
         """Start the executors, the heartbeat, the lease keeper and the wake-ups (run()
         does this)."""
+        logs.attach_job_context()  # the job on every record its handlers log
         self._threads = ThreadPool(self.concurrency, f"onceq-{self.name}")
         self._waker = self.store.waker(self._wake)
         self.store.limit_statement_time(max(self.keeper.after, MIN_STATEMENT_TIME))
@@ -359,9 +365,10 @@ class Worker:
         else:
             self.counts["failed"] += 1
             event = "job.retrying" if status == "pending" else "job.failed"
-            logs.event(log, logging.WARNING, event, job=job, task=task,
+            logs.event(log, logging.WARNING if status == "pending" else logging.ERROR, event,
+                       job=job, task=task,
                        attempt=f"{held.lease.attempts}/{held.lease.max_attempts}",
-                       error=error)  # fmt: skip
+                       error=error, traceback=outcome.traceback)  # fmt: skip
 
     # -- leases --------------------------------------------------------------------
 

@@ -347,6 +347,26 @@ WITH picked AS (
 )
 SELECT * FROM done;
 
+-- name: job_rescue_stopped
+-- Every job %(worker)s held, once its process stopped during a shutdown: pending again
+-- and the attempt given back (a shutdown is not the job's failure), never failed. The
+-- attempt ends `released`, with the reason as its error.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'running' AND worker = %(worker)s::text
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'pending', attempts = j.attempts - 1, run_at = now(),
+        lease_expires_at = NULL, worker = NULL
+    FROM picked WHERE j.id = picked.id AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item
+), ended AS (
+    UPDATE onceq_attempts AS a SET ended_at = now(), outcome = 'released', error = %(error)s
+    FROM done WHERE a.job_id = done.id AND a.token = done.token
+)
+SELECT * FROM done;
+
 -- name: job_give_up
 -- Leases their own worker gave up (no heartbeat got through in time, so its handler was
 -- told to stop, and whatever it returns cannot count): pending again while attempts
