@@ -14,6 +14,7 @@ from onceq.cli.common import (
     RunId,
     UrlOption,
     console,
+    err_console,
     errors,
     fail,
     parse_json,
@@ -22,6 +23,7 @@ from onceq.cli.common import (
     store_url,
 )
 from onceq.cli.progress import follow, steps_table
+from onceq.store.urls import redact
 
 workflow_cli = typer.Typer(
     help="Run and inspect workflows.", no_args_is_help=True, rich_markup_mode=None
@@ -37,6 +39,7 @@ def run_workflow(
     ] = "{}",
     url: UrlOption = None,
     wait: Annotated[bool, typer.Option(help="Follow the run with live progress.")] = False,
+    hint_after: Annotated[float, typer.Option(hidden=True, min=0)] = 5.0,
 ) -> None:
     """Check a workflow against the app and start a run; prints the run id."""
     from onceq.loader import import_app
@@ -52,9 +55,20 @@ def run_workflow(
         console.print(run_id)
         return
     console.print(f"run {run_id} started")
+
+    def stalled(waited: float) -> None:
+        err_console.print(
+            f"[yellow]hint:[/] no job of run {run_id} has started after {waited:.0f}s: is a "
+            f"worker serving this store? (onceq worker --app {escape(app)} --url "
+            f"{escape(redact(the_app.url))})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     with errors():
-        run = follow(lambda: the_app.get_run(run_id), console)
-    console.print(steps_table(run))
+        run = follow(lambda: the_app.get_run(run_id), console, stalled=stalled,
+                     stall_after=hint_after)  # fmt: skip
+    console.print(steps_table(run, console=console))
     if run.error:
         console.print(f"[red]{escape(run.error)}[/]", highlight=False)
     raise typer.Exit(0 if run.status == "succeeded" else 1)
@@ -77,7 +91,7 @@ def show(
             step["results"] = step_results[step["name"]]
         print_json(document)
         return
-    console.print(steps_table(run))
+    console.print(steps_table(run, console=console))
     if run.error:
         console.print(f"[red]{escape(run.error)}[/]", highlight=False)
     if results:
