@@ -34,7 +34,7 @@ def test_tables_fit_80_columns(tmp_path: Path) -> None:
         raise ValueError("the image could not be decoded: truncated PNG stream at byte 4096")
 
     ids = [resize.enqueue(image_id=n).id for n in range(3)]
-    app.run_until_idle()
+    app.worker(handle_signals=False).run(burst=True)
     app.close()
     env = environment(COLUMNS="80")
     for args, rows in ((["jobs"], [str(i) for i in ids]), (["job", str(ids[0])], ["1"])):
