@@ -53,6 +53,9 @@ class AppVerbs:
         """job_insert for async code."""
         return await asyncio.to_thread(self.job_insert, new)
 
+    def job_done_notify(self, job_ids: list[int]) -> None:
+        """Wake the waiters of these jobs, which ended (where waiters are notified)."""
+
     async def close_async(self) -> None:
         """Close what the async verbs opened on the running event loop."""
 

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from onceq import faults
 from onceq.errors import ConfigError, OutcomeUnknown, StoreUnavailable
 from onceq.store.base import Store
+from onceq.store.postgres_app import PostgresAppVerbs
 from onceq.store.transitions import Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx
 from onceq.store.urls import StoreURL
@@ -96,7 +97,7 @@ class _PgTx:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        name = f"onceq_{next(_savepoints)}"
+        name = _savepoint_name()
         self.cur.execute(f"SAVEPOINT {name}".encode())
         try:
             yield
@@ -107,7 +108,7 @@ class _PgTx:
         self.cur.execute(f"RELEASE SAVEPOINT {name}".encode())
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresAppVerbs, Store):
     """A job store on a PostgreSQL database (optionally in its own schema)."""
 
     dialect = "postgres"
@@ -122,6 +123,9 @@ class PostgresStore(Store):
             size = int(parsed.options.get("pool_size", DEFAULT_POOL_SIZE))
         except ValueError:
             raise ConfigError("bad PostgreSQL URL: pool_size must be a whole number") from None
+        self.pool_size = max(size, 1)
+        self.where = _safe(self.conninfo)  # for messages: no password
+        self._init_app_verbs()
         # No bitmap scans on onceq's connections: a queue table changes faster than
         # autovacuum analyzes it, and with statistics that still say "a few pending rows"
         # the planner claims through a bitmap scan that sorts *every* pending job (10 ms at
@@ -204,7 +208,10 @@ class PostgresStore(Store):
     def _run(self, fn: Callable[[Tx], T], labels: tuple[str, ...], *, read: bool) -> T:
         """One transaction on a pooled connection: BEGIN (with the isolation level and the
         statement timeout, in one round trip), `fn`, COMMIT; the phase it failed in says
-        what can have been written."""
+        what can have been written. Inside `using(conn)`, on the caller's connection."""
+        injected = self._injected()
+        if injected is not None:
+            return self._run_injected(injected, fn)
         if self._unsettled:
             self._settle_earlier()
         pause = 0.005
@@ -388,11 +395,17 @@ class PostgresStore(Store):
 
 
 class PostgresWaker:
-    """A LISTEN connection on a thread; a notification sets the worker's event."""
+    """A LISTEN connection on a thread; a notification of new work sets the worker's
+    event. It also hears which jobs waiters announce they wait for (`<channel>_wait`),
+    and keeps the most recent AWAITED_KEPT of them."""
+
+    AWAITED_KEPT = 10_000
 
     def __init__(self, store: PostgresStore, wake: threading.Event) -> None:
         self.store = store
         self.wake = wake
+        self._awaited: dict[int, None] = {}  # insertion-ordered: the oldest go first
+        self._awaited_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="onceq-listen", daemon=True)
         self._thread.start()
@@ -402,12 +415,17 @@ class PostgresWaker:
         while not self._stop.is_set():
             try:
                 with self.store.connect(autocommit=True) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.store.channel)))
+                    waits = f"{self.store.channel}_wait"
+                    for channel in (self.store.channel, waits):
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     pause = 0.1
                     self.wake.set()  # anything enqueued while we were not listening
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self.wake.set()
+                        for n in conn.notifies(timeout=0.5, stop_after=1):
+                            if n.channel == waits:
+                                self._remember(n.payload)
+                            else:
+                                self.wake.set()
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -418,9 +436,25 @@ class PostgresWaker:
     def wait(self, event: threading.Event, timeout: float) -> None:
         event.wait(timeout)
 
+    def _remember(self, payload: str) -> None:
+        if not payload.isdigit():
+            return
+        with self._awaited_lock:
+            self._awaited[int(payload)] = None
+            while len(self._awaited) > self.AWAITED_KEPT:
+                del self._awaited[next(iter(self._awaited))]
+
+    def take_awaited(self, job_ids: Iterable[int]) -> list[int]:
+        with self._awaited_lock:
+            return [j for j in job_ids if self._awaited.pop(j, 0) is None]
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def _savepoint_name() -> str:
+    return f"onceq_{next(_savepoints)}"
 
 
 def _loaders(conn: psycopg.Connection[Any]) -> None:

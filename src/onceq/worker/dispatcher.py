@@ -115,6 +115,7 @@ class Worker:
         self._idle = False
         self._unconfirmed: list[int] = []  # claims whose answer was lost, by number
         self._to_release: list[Lease] = []  # to hand back, until the store has answered
+        self._ended: list[int] = []  # jobs that ended since the last pass (for waiters)
         self._threads: ThreadPool | None = None
         self._loop: LoopThread | None = None
         self._waker: Waker | None = None
@@ -195,6 +196,7 @@ class Worker:
         self.recorder.collect()
         self.recorder.give_up()
         self.recorder.write_failures()
+        self._notify_waiters()
         self._expire_timeouts(now)
         self.keeper.run_once(now)  # before any rescue: see Rescuer
         try:
@@ -224,12 +226,24 @@ class Worker:
                 self._unconfirmed.append(claim)
             raise
         self._idle = not leases
+        self._notify_waiters()
         if leases and (self._draining or self._stop.is_set()):  # told to stop meanwhile
             self._release(leases)
             return started
         for lease in leases:  # already `running` in the store: safe to hand over
             self._start(lease, sent)
         return started + len(leases)
+
+    def _notify_waiters(self) -> None:
+        """Wake whoever announced waiting for a job this worker just ended (PostgreSQL:
+        a NOTIFY of its own, only for those jobs; nothing when nobody waits)."""
+        ended, self._ended = self._ended, []
+        awaited = self._waker.take_awaited(ended) if self._waker and ended else []
+        if awaited:
+            try:
+                self.store.job_done_notify(awaited)
+            except Exception as exc:  # the waiters re-read their job by themselves too
+                log.info("could not notify the waiters of %d job(s) (%s)", len(awaited), exc)
 
     def _adopt(self) -> int:
         """A claim's answer was lost: take on what it claimed (or hand it back, when
@@ -359,11 +373,14 @@ class Worker:
                        token=held.lease.token, reason="lease no longer held", late=outcome.late,
                        worker=self.name)  # fmt: skip
         elif status == "succeeded":
+            self._ended.append(job)
             self.counts["succeeded"] += 1
             logs.event(log, logging.INFO, "job.succeeded", job=job, task=task,
                        seconds=f"{time.monotonic() - held.started:.3f}")  # fmt: skip
         else:
             self.counts["failed"] += 1
+            if status != "pending":
+                self._ended.append(job)
             event = "job.retrying" if status == "pending" else "job.failed"
             logs.event(log, logging.WARNING if status == "pending" else logging.ERROR, event,
                        job=job, task=task,
@@ -421,6 +438,7 @@ class Worker:
                 if self._to_release:
                     self._release(self._to_release)
                 self.recorder.flush()
+                self._notify_waiters()
             except Exception as exc:
                 log.error("could not record outcomes while draining (%s)", exc)
                 self._stop.wait(0.2)

@@ -68,6 +68,22 @@ SELECT id, key FROM onceq_jobs WHERE key IN (SELECT json_array_elements_text(%(k
 SELECT pg_notify(%(channel)s, queue)
 FROM json_array_elements_text(%(queues)s::json) AS queue GROUP BY queue;
 
+-- name: job_wait_announce
+-- A waiter (app.wait) tells the workers which job it waits for; the one that ends it
+-- answers with job_done_notify. Nothing is written: waits cost nothing when nobody waits.
+SELECT pg_notify(%(channel)s || '_wait', %(job_id)s::text);
+
+-- name: job_done_notify
+-- Jobs whose end a waiter announced: wake it (on commit; one notification per job).
+SELECT pg_notify(%(channel)s || '_done', id)
+FROM json_array_elements_text(%(ids)s::json) AS id;
+
+-- name: search_path_swap
+-- Inside the caller's own transaction (app.using): onceq's schema for our statements,
+-- local to that transaction; the same statement puts the caller's search_path back.
+SELECT current_setting('search_path') AS previous,
+       set_config('search_path', %(path)s, true) AS now;
+
 -- name: job_dispatch
 -- A workflow job. The unique (run_id, step, item) index makes a second dispatch of the
 -- same item impossible: it inserts nothing and returns no row.
