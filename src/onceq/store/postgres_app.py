@@ -326,6 +326,8 @@ def driver_connection(connection: Any) -> psycopg.Connection[Any]:
         connection = connection.connection()  # a SQLAlchemy Session: its Connection
     driver = getattr(getattr(connection, "connection", None), "driver_connection", None)
     if driver is not None:  # a SQLAlchemy Connection
+        if not connection.in_transaction():
+            connection.begin()  # what its own execute() would do: its commit() is then ours
         connection = driver
     elif hasattr(connection, "ensure_connection"):  # Django's connection wrapper
         connection.ensure_connection()
