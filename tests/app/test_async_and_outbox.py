@@ -77,11 +77,11 @@ def test_wait_is_woken_by_notify_not_by_polling(
     try:
         for waits in (app.wait, _wait_async(app)):
             gate.clear()
-            job = gated.enqueue(gate="notify")
+            job_id = gated.enqueue(gate="notify").id
             got: list[Any] = []
-            waiter = threading.Thread(target=lambda: got.append(waits(job, timeout=60)))
+            waiter = threading.Thread(target=_collect, args=(waits, job_id, got))
             waiter.start()
-            eventually(lambda: job.id in w._waker._awaited)  # the worker heard the waiter
+            eventually(lambda j=job_id: j in w._waker._awaited)  # the worker heard the waiter
             gate.set()
             waiter.join(60)
             assert [g.result for g in got] == ["notify"]
@@ -89,6 +89,10 @@ def test_wait_is_woken_by_notify_not_by_polling(
         w.stop()
         thread.join(30)
         app.close()
+
+
+def _collect(waits: Any, job_id: int, into: list[Any]) -> None:
+    into.append(waits(job_id, timeout=60))
 
 
 def _wait_async(app: App) -> Any:
@@ -158,9 +162,9 @@ def test_using_with_sqlalchemy_and_the_refusals(pg_url: str, pg_server: str) -> 
     finally:
         engine.dispose()
     assert sql_rows(pg_url, "SELECT args->>'what' FROM onceq_jobs") == [("commit=True",)]
-    with psycopg.connect(pg_server, autocommit=True) as idle, app.using(idle):
-        with pytest.raises(ConfigError, match="autocommit mode with no transaction open"):
-            audit.enqueue(what="x")
+    refused = pytest.raises(ConfigError, match="autocommit mode with no transaction open")
+    with psycopg.connect(pg_server, autocommit=True) as idle, app.using(idle), refused:
+        audit.enqueue(what="x")
     with pytest.raises(ConfigError, match="needs a psycopg 3 connection"), app.using(object()):
         pass
     app.close()

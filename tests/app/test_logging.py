@@ -14,12 +14,14 @@ from tests.app.cli import APP, environment, onceq
 
 def _enqueue_and_run(tmp_path: Path, *worker_args: str, **env: str) -> tuple[int, int, str]:
     environ = environment(ONCEQ_URL=f"sqlite:///{tmp_path}/s.db", **env)
-    ids = [
-        int(onceq("enqueue", "--app", APP, task, "--json", payload, cwd=tmp_path,
-                  env=environ).stdout)  # fmt: skip
-        for task, payload in (("tests.app.apps.greet", '{"name": "world"}'),
-                              ("tests.app.apps.explode", '{"why": "on purpose"}'))
-    ]  # fmt: skip
+    jobs = (("tests.app.apps.greet", '{"name": "world"}'),
+            ("tests.app.apps.explode", '{"why": "on purpose"}'))  # fmt: skip
+    ids = []
+    for task, payload in jobs:
+        enqueued = onceq(
+            "enqueue", "--app", APP, task, "--json", payload, cwd=tmp_path, env=environ
+        )
+        ids.append(int(enqueued.stdout))
     worker = onceq("worker", "--app", APP, "--burst", *worker_args, cwd=tmp_path, env=environ)
     assert worker.returncode == 0, worker.stderr
     return ids[0], ids[1], worker.stderr

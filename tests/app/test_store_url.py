@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import onceq
-from tests.app.cli import APP, environment, onceq as run
+from tests.app.cli import APP, environment
+from tests.app.cli import onceq as run
 
 
 def _with_password(url: str) -> str:

@@ -56,7 +56,7 @@ resize.configure(delay="soon")  # error: arg-type
 fetch.enqueue(url=3)  # error: arg-type
 wrong: Job[str] = resize.enqueue(image_id=1)  # error: assignment
 text: str = app.wait(job).result  # error: assignment
-done.result.width  # error: union-attr
+print(done.result.width)  # error: union-attr
 
 
 async def view() -> None:
