@@ -518,6 +518,14 @@ class _Attempt:
     ended: float | None
     outcome: str | None
     rejected: tuple[str, ...]
+    error: str | None = None
+
+
+def stopped(attempt: _Attempt) -> bool:
+    """A lease handed back by a shutdown (its worker stopped after a signal, with the
+    handler running): `released` like an unstarted one, the attempt given back, but its
+    handler may have run — and runs again under the next lease."""
+    return attempt.outcome == "released" and "during a shutdown" in (attempt.error or "")
 
 
 def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
@@ -530,10 +538,10 @@ def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
         )
     ]
     attempts: dict[int, list[_Attempt]] = defaultdict(list)
-    for job_id, token, attempt, worker, started, ended, outcome, rejected in sql(
+    for job_id, token, attempt, worker, started, ended, outcome, rejected, error in sql(
         url,
-        "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected "
-        "FROM onceq_attempts ORDER BY job_id, token",
+        "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected, "
+        "error FROM onceq_attempts ORDER BY job_id, token",
     ):
         attempts[job_id].append(
             _Attempt(
@@ -545,6 +553,7 @@ def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
                 _epoch(ended),
                 outcome,
                 tuple(rejected.split(",")) if rejected else (),
+                error,
             )
         )
     return jobs, attempts
@@ -648,7 +657,7 @@ def check(
                 v(f"{where}: lease {token} ran its handler {n} times")
             if token not in att_by_token:
                 v(f"{where}: the handler ran under lease {token}, which the store never granted")
-            elif att_by_token[token].outcome == "released":
+            elif att_by_token[token].outcome == "released" and not stopped(att_by_token[token]):
                 v(f"{where}: lease {token} was handed back as unstarted, but its handler ran")
         if (
             job.status == "succeeded"
@@ -661,7 +670,7 @@ def check(
             figures.reruns += 1
             prev = att_by_token.get(prev_token)
             outcome = prev.outcome if prev else None
-            if outcome in LEASE_LOSS:
+            if outcome in LEASE_LOSS or (prev is not None and stopped(prev)):
                 figures.reruns_lease_loss += 1
             elif outcome == "retried":
                 figures.reruns_retry += 1
