@@ -237,21 +237,20 @@ class Task(Generic[P, R]):
         key=, delay=, run_at=, priority= and queue= (a type checker sees only the
         handler's parameters: use configure() for options in checked code).
         """
-        options = {
-            k: kwargs.pop(k)
-            for k in ENQUEUE_OPTIONS
-            if k in kwargs and k not in self._signature.parameters
-        }
-        return Call(self, options).enqueue(*args, **kwargs)
+        return Call(self, self._take_options(kwargs)).enqueue(*args, **kwargs)
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """enqueue() for async code (an async driver on PostgreSQL, a thread on SQLite)."""
-        options = {
+        return await Call(self, self._take_options(kwargs)).enqueue_async(*args, **kwargs)
+
+    def _take_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Pop the enqueue options out of enqueue()'s keywords (a handler parameter of
+        the same name keeps its value)."""
+        return {
             k: kwargs.pop(k)
             for k in ENQUEUE_OPTIONS
             if k in kwargs and k not in self._signature.parameters
         }
-        return await Call(self, options).enqueue_async(*args, **kwargs)
 
     def enqueue_many(self, payloads: Iterable[Mapping[str, Any]], **options: Any) -> list[int]:
         """Validate every payload, then store all the jobs in one transaction; their ids
