@@ -54,10 +54,10 @@ def sql_rows(url: str, query: str, params: tuple[object, ...] = ()) -> list[tupl
 # Every attempt of every job, as the store's attempt_list shows one job's: the records of
 # those that ended, and the one running now, which lives on its job row until it ends.
 ATTEMPT_HISTORY = (
-    "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected "
+    "SELECT job_id, token, attempt, worker, started_at, ended_at, outcome, rejected, error "
     "FROM onceq_attempts "
     "UNION ALL "
-    "SELECT id, lease_token, attempts, worker, started_at, NULL, NULL, NULL "
+    "SELECT id, lease_token, attempts, worker, started_at, NULL, NULL, NULL, NULL "
     "FROM onceq_jobs AS j WHERE status = 'running' AND NOT EXISTS ("
     "SELECT 1 FROM onceq_attempts AS a WHERE a.job_id = j.id AND a.token = j.lease_token) "
     "ORDER BY 1, 2"
@@ -72,7 +72,7 @@ def assert_no_overlapping_leases(url: str) -> int:
     """
     rows = sql_rows(url, ATTEMPT_HISTORY)
     last: dict[object, tuple[object, object]] = {}
-    for job_id, token, _, _, started, ended, _, _ in rows:
+    for job_id, token, _, _, started, ended, _, _, _ in rows:
         if job_id in last:
             prev_token, prev_end = last[job_id]
             assert prev_end is not None, (

@@ -120,6 +120,7 @@ def test_migrate_is_idempotent(sqlite_url: str) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(sqlite_url: str, args: list[str], message: str) -> None:
+    onceq(sqlite_url, "migrate")
     result = onceq(sqlite_url, *args, check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

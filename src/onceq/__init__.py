@@ -30,15 +30,15 @@ from onceq.errors import (
     WorkflowError,
 )
 from onceq.models import Attempt, Job, JobStatus, Run, StepState
-from onceq.task import Task
+from onceq.task import Call, Task
+from onceq.version import __version__
 from onceq.worker import Worker
 from onceq.workflow import Workflow
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",
     "Attempt",
+    "Call",
     "ConfigError",
     "InvalidTransition",
     "Job",
@@ -59,5 +59,6 @@ __all__ = [
     "Worker",
     "Workflow",
     "WorkflowError",
+    "__version__",
     "current_job",
 ]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from onceq.errors import UnknownTask
-from onceq.models import DEFAULT_QUEUE, FINISHED, Job, Run
+from onceq.models import DEFAULT_QUEUE, Job, Run
 from onceq.store import Store, open_store
 from onceq.store.urls import parse_url, resolve
 from onceq.task import Task
@@ -17,6 +21,18 @@ from onceq.task import Task
 if TYPE_CHECKING:
     from onceq.worker import Worker
     from onceq.workflow import Workflow
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Register(Protocol):
+    """What `@app.task(...)` returns: registers a handler, sync or async."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class App:
@@ -33,7 +49,7 @@ class App:
         parse_url(resolve(url))  # a bad URL fails here, not at first use
         self.default_queue = default_queue
         self.migrate = migrate
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task[..., Any]] = {}
         self._store: Store | None = None
         self._store_pid = 0
         self._lock = threading.Lock()
@@ -42,6 +58,12 @@ class App:
     def url(self) -> str:
         """The store URL in use."""
         return resolve(self._url)
+
+    @property
+    def configured_url(self) -> str | None:
+        """The URL given to App(...) or use(), if any (the CLI's rule: --url, else
+        ONCEQ_URL, else this, else sqlite:///onceq.db)."""
+        return self._url
 
     def use(self, url: str) -> None:
         """Point the app at another store (the CLI's --url); only before it is opened."""
@@ -60,16 +82,42 @@ class App:
                     self._store_pid = os.getpid()
         return self._store
 
+    async def store_async(self) -> Store:
+        """The store, opened without blocking the event loop on first use."""
+        if self._store is not None and self._store_pid == os.getpid():
+            return self._store
+        return await asyncio.to_thread(lambda: self.store)
+
     def close(self) -> None:
         """Close the store's connections."""
         if self._store is not None and self._store_pid == os.getpid():
             self._store.close()
         self._store = None
 
+    async def aclose(self) -> None:
+        """Close the store's connections, the async ones of this event loop included
+        (an async app's shutdown: FastAPI's lifespan, say)."""
+        if self._store is not None and self._store_pid == os.getpid():
+            await self._store.close_async()
+        self.close()
+
+    @contextmanager
+    def using(self, connection: Any) -> Iterator[None]:
+        """Enqueue inside the caller's own PostgreSQL transaction (the outbox pattern):
+        within the block, this app's enqueues run on `connection` — a psycopg
+        connection, a SQLAlchemy Connection or Session, or Django's connection — and the
+        job exists if and only if that transaction commits. onceq neither commits nor
+        rolls back: the caller does."""
+        with self.store.using(connection):
+            yield
+
     # -- tasks ---------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
@@ -83,11 +131,11 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         subprocess: bool = False,
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    ) -> _Register: ...
 
-    def task(  # type: ignore[misc]  # one implementation behind both overloads
+    def task(  # type: ignore[misc]  # one implementation behind the overloads
         self, fn: Callable[..., Any] | None = None, /, **options: Any
-    ) -> Task | Callable[[Callable[..., Any]], Task]:
+    ) -> Task[..., Any] | _Register:
         """Register a handler: `@app.task` or `@app.task(retries=3, timeout=30)`.
 
         The name defaults to module.function. `retries` more attempts follow a failure
@@ -97,21 +145,30 @@ class App:
         is refused). Plain functions run on threads, `async def` ones on an event loop.
         """
 
-        def register(handler: Callable[..., Any]) -> Task:
-            task = Task(self, handler, **options)
+        def register(handler: Callable[..., Any]) -> Task[..., Any]:
+            task: Task[..., Any] = Task(self, handler, **options)
             if task.name in self.tasks and self.tasks[task.name].fn is not handler:
                 raise ValueError(f"task name {task.name!r} is registered twice")
             self.tasks[task.name] = task
             return task
 
-        return register(fn) if fn is not None else register
+        if fn is not None:
+            return register(fn)
+        return register  # type: ignore[return-value]  # one function behind both overloads
 
-    def get_task(self, name: str) -> Task:
-        """A registered task by name, or UnknownTask."""
+    def get_task(self, name: str) -> Task[..., Any]:
+        """A registered task by name, or UnknownTask (with a guess for a near miss)."""
         try:
             return self.tasks[name]
         except KeyError:
-            raise UnknownTask(f"unknown task {name!r}: the app has no task of that name") from None
+            raise UnknownTask(
+                f"unknown task {name!r}: the app has no task of that name{self.guess(name)}"
+            ) from None
+
+    def guess(self, name: str) -> str:
+        """` (did you mean 'x'?)` for a task name that nearly matches one, else nothing."""
+        close = difflib.get_close_matches(name, list(self.tasks), n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else ""
 
     def enqueue(self, name: str, payload: dict[str, Any] | None = None, **options: Any) -> Job:
         """Enqueue a registered task by name, validating `payload` as task.enqueue does."""
@@ -124,19 +181,46 @@ class App:
         """A job by id (JobNotFound if there is none)."""
         return self.store.job_get(job_id)
 
-    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+    @overload
+    def wait(self, job: Job[R], timeout: float | None = None) -> Job[R]: ...
+
+    @overload
+    def wait(self, job: int, timeout: float | None = None) -> Job: ...
+
+    def wait(self, job: Job[Any] | int, timeout: float | None = None) -> Job[Any]:
         """Wait until the job is succeeded, failed or cancelled; TimeoutError after
-        `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            job = self.store.job_get(job_id)
-            if job.status in FINISHED:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.1)
+        `timeout` seconds. Given the Job an enqueue returned (not its id), the result
+        comes back as the handler's return type. PostgreSQL wakes it by LISTEN/NOTIFY."""
+        job_id = job if isinstance(job, int) else job.id
+        return self._typed(self.store.job_wait(job_id, timeout), typed=not isinstance(job, int))
+
+    @overload
+    async def wait_async(self, job: Job[R], timeout: float | None = None) -> Job[R]: ...
+
+    @overload
+    async def wait_async(self, job: int, timeout: float | None = None) -> Job: ...
+
+    async def wait_async(self, job: Job[Any] | int, timeout: float | None = None) -> Job[Any]:
+        """wait() for async code, without blocking the event loop."""
+        job_id = job if isinstance(job, int) else job.id
+        store = await self.store_async()
+        found = await store.job_wait_async(job_id, timeout)
+        return self._typed(found, typed=not isinstance(job, int))
+
+    def _typed(self, job: Job[Any], *, typed: bool) -> Job[Any]:
+        task = self.tasks.get(job.task)
+        if not typed or task is None or job.status != "succeeded":
+            return job
+        return replace(job, result=task.load_result(job.result))
+
+    def run_until_idle(self, *, concurrency: int = 4, queues: list[str] | None = None) -> Worker:
+        """Run every job enqueued — and what they enqueue, workflow successors included —
+        in this process with a real worker (the real claim path), until none is left;
+        the worker, whose `counts` say what it did. For tests and scripts."""
+        worker = self.worker(concurrency=concurrency, queues=queues, handle_signals=False,
+                             lease=30.0)  # fmt: skip
+        worker.run(burst=True)
+        return worker
 
     # -- workflows -----------------------------------------------------------------
 

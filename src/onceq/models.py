@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal
+
+from typing_extensions import TypeVar
+
+R = TypeVar("R", default=Any)  # a job's result type: the handler's return annotation
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: Final = ("pending", "running", "succeeded", "failed", "cancelled")
@@ -42,8 +46,10 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """A job as stored; `worker` is who holds it (or last ran it)."""
+class Job(Generic[R]):
+    """A job as stored; `worker` is who holds it (or last ran it). `result` is the
+    decoded JSON; `app.wait(job)` (given the Job an enqueue returned) gives it back as
+    the handler's return type, so a type checker knows it as `R`."""
 
     id: int
     queue: str
@@ -58,7 +64,7 @@ class Job:
     lease_token: int
     lease_expires_at: datetime | None
     worker: str | None
-    result: Any
+    result: R | None
     last_error: str | None
     last_traceback: str | None
     created_at: datetime

@@ -3,21 +3,28 @@
 A payload is validated against the handler's signature at enqueue, so a wrong payload
 is refused before anything is stored, with an error naming the argument. What is stored
 is the validated payload in JSON form; the worker validates it again on the way in, which
-turns JSON back into the annotated types (datetime, UUID, models…).
+turns JSON back into the annotated types (datetime, UUID, models…). Results go the same
+way through the return annotation: a handler may return a model, a datetime or a set,
+and a type that cannot be stored as JSON is refused when the task is registered.
+
+`Task[P, R]` is generic over the handler's parameters and result, so a type checker
+checks `resize.enqueue(image_id=7)` and knows what `app.wait(job).result` holds.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import random
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, Required
+from typing import TYPE_CHECKING, Any, Generic, Literal, NotRequired, ParamSpec, Required, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
+from pydantic_core import PydanticSerializationError
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12 (it is pydantic's own dependency)
 from typing_extensions import TypedDict
@@ -35,6 +42,9 @@ ENQUEUE_OPTIONS = ("key", "delay", "run_at", "priority", "queue")
 MAX_BACKOFF = 3600.0
 MAX_DELAY = 10 * 365 * 86400.0  # ten years: beyond, a stored time may not fit a date
 MAX_NAME_BYTES = 1024  # task, queue and key names live in B-tree indexes (PostgreSQL: < 2.7 KB)
+P = ParamSpec("P")
+R = TypeVar("R")
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)  # serializes by each value's own type
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +67,13 @@ class RetryPolicy:
         return isinstance(exc, self.retry_on) and not isinstance(exc, PayloadError)
 
 
-class Task:
+class Task(Generic[P, R]):
     """A registered handler. Call it directly to run it in-process, unqueued."""
 
     def __init__(
         self,
         app: App,
-        fn: Callable[..., Any],
+        fn: Callable[P, Any],
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -97,13 +107,15 @@ class Task:
         _check_names(self.name, "task name")  # before the name is used anywhere
         self._signature = inspect.signature(fn)
         self._params = _payload_adapter(self.name, fn, self._signature)
+        self._result = result_adapter(self.name, fn)
+        self._fields: dict[str, TypeAdapter[Any]] = {}
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.fn(*args, **kwargs)
 
     @property
@@ -137,25 +149,108 @@ class Task:
         """A stored payload (JSON text) as the handler's keyword arguments."""
         return _load(self.name, self._params, text)
 
+    def check_arguments(self, given: Mapping[str, Any]) -> str | None:
+        """The first problem with arguments known before a run (a workflow step's):
+        `given` maps each argument to a literal value, or to a Shape for a reference.
+        Missing or unknown names, literals of the wrong type, references of a shape the
+        parameter cannot take; None if none."""
+        params = {
+            n: p
+            for n, p in self._signature.parameters.items()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+        extra = len(params) < len(self._signature.parameters)
+        for name, param in params.items():
+            if param.default is inspect.Parameter.empty and name not in given:
+                return f"task {self.name} needs argument {name!r}"
+        for name, value in given.items():
+            if name not in params:
+                if extra:
+                    continue
+                guess = _guess(name, params)
+                return f"task {self.name} has no parameter {name!r}{guess}"
+            adapter = self._field(name)
+            if isinstance(value, Shape):
+                problem = value.fits(adapter)
+                if problem:
+                    return f"argument {name!r}: {problem}"
+                continue
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                return f"argument {name!r}: {err['msg']} (got {_short(value)})"
+        return None
+
+    def _field(self, name: str) -> TypeAdapter[Any]:
+        if name not in self._fields:
+            hints = _hints(self.fn)
+            self._fields[name] = TypeAdapter(hints.get(name, Any))
+        return self._fields[name]
+
+    # -- results -------------------------------------------------------------------
+
+    def dump_result(self, value: Any) -> str:
+        """A handler's return value as the JSON text stored: serialized by its return
+        annotation as arguments are (models, datetimes, sets…), and by the value's own
+        type where it does not fit the annotation. PayloadError if it cannot be stored."""
+        return dump_value(self._result, value, f"result of {self.name}")
+
+    def load_result(self, raw: Any) -> R:
+        """A stored result (decoded JSON) as the handler's return type."""
+        try:
+            value: R = self._result.validate_python(raw)
+        except ValidationError as exc:
+            raise PayloadError(f"result of {self.name}: {_describe(exc)}") from exc
+        return value
+
+    @property
+    def result_schema(self) -> dict[str, Any]:
+        """The JSON schema of the result (its return annotation)."""
+        return _schema(self._result)
+
     # -- enqueue -------------------------------------------------------------------
 
-    def configure(self, **options: Any) -> Call:
-        """Set enqueue options (key, delay, run_at, priority, queue) for one enqueue."""
-        return Call(self, options)
+    def configure(
+        self,
+        *,
+        key: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+    ) -> Call[P, R]:
+        """Set enqueue options for one enqueue: `task.configure(key="k").enqueue(x=1)`.
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        key: idempotency (an existing job with this key is returned instead); delay:
+        seconds before it may run; run_at: an aware datetime; priority: higher runs
+        first; queue: instead of the task's."""
+        given = {"key": key, "delay": delay, "run_at": run_at, "priority": priority,
+                 "queue": queue}  # fmt: skip
+        return Call(self, {k: v for k, v in given.items() if v is not None})
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Validate the payload against the handler's signature and store the job.
 
-        Also takes the options key= (idempotency: an existing job with this key is
-        returned instead), delay= (seconds), run_at= (datetime), priority= and queue=.
-        The job is committed when this returns.
+        The job is committed when this returns — or, inside `with app.using(conn):`,
+        when the caller's transaction commits. At run time it also takes the options
+        key=, delay=, run_at=, priority= and queue= (a type checker sees only the
+        handler's parameters: use configure() for options in checked code).
         """
-        options = {
+        return Call(self, self._take_options(kwargs)).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """enqueue() for async code (an async driver on PostgreSQL, a thread on SQLite)."""
+        return await Call(self, self._take_options(kwargs)).enqueue_async(*args, **kwargs)
+
+    def _take_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Pop the enqueue options out of enqueue()'s keywords (a handler parameter of
+        the same name keeps its value)."""
+        return {
             k: kwargs.pop(k)
             for k in ENQUEUE_OPTIONS
             if k in kwargs and k not in self._signature.parameters
         }
-        return Call(self, options).enqueue(*args, **kwargs)
 
     def enqueue_many(self, payloads: Iterable[Mapping[str, Any]], **options: Any) -> list[int]:
         """Validate every payload, then store all the jobs in one transaction; their ids
@@ -204,17 +299,64 @@ class Task:
         )
 
 
-class Call:
+class Call(Generic[P, R]):
     """A task with enqueue options set: `task.configure(key="k").enqueue(x=1)`."""
 
-    def __init__(self, task: Task, options: Mapping[str, Any]) -> None:
+    def __init__(self, task: Task[P, R], options: Mapping[str, Any]) -> None:
         self.task = task
         self.options = dict(options)
 
-    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Validate and store the job (see Task.enqueue)."""
         payload = self.task.validate(args, kwargs)
-        return self.task.app.store.job_insert(self.task.new_job(payload, self.options))
+        job: Job[Any] = self.task.app.store.job_insert(self.task.new_job(payload, self.options))
+        return job
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Validate and store the job from async code (see Task.enqueue_async)."""
+        payload = self.task.validate(args, kwargs)
+        new = self.task.new_job(payload, self.options)
+        store = await self.task.app.store_async()
+        job: Job[Any] = await store.job_insert_async(new)
+        return job
+
+
+class Shape:
+    """What a workflow reference is known to hold before the run: a list (a fan-out's
+    `results`), a value of a known JSON schema (a plain step's `result`), or anything."""
+
+    def __init__(self, text: str, *, is_list: bool = False, schema: dict[str, Any] | None = None):
+        self.text = text
+        self.is_list = is_list
+        self.schema = schema or {}
+
+    def fits(self, adapter: TypeAdapter[Any]) -> str | None:
+        """Why a parameter of this type cannot take the reference's value, or None."""
+        if self.is_list:
+            try:
+                adapter.validate_python([])
+            except ValidationError:
+                return f"{self.text} is a list, the parameter is {_type_name(adapter)}"
+            return None
+        given, wanted = self.schema.get("type"), _schema(adapter).get("type")
+        if given is None or wanted is None or given == wanted:
+            return None
+        if given == "integer" and wanted == "number":
+            return None
+        return f"{self.text} is of JSON type {given}, the parameter takes {wanted}"
+
+
+def dump_value(adapter: TypeAdapter[Any], value: Any, what: str) -> str:
+    """`value` as JSON text, serialized by `adapter`'s type (or, where it does not fit
+    that type, by its own); PayloadError naming `what` if it cannot be stored."""
+    try:
+        try:
+            data = adapter.dump_python(value, mode="json", warnings="error")
+        except PydanticSerializationError:
+            data = _ANY.dump_python(value, mode="json")
+    except PydanticSerializationError as exc:
+        raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from exc
+    return jsoncodec.dumps(data, what)
 
 
 def load_payload(fn: Callable[..., Any], text: str) -> dict[str, Any]:
@@ -237,14 +379,51 @@ def _load(name: str, adapter: TypeAdapter[Any], text: str) -> dict[str, Any]:
     return loaded
 
 
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: validate those as Any
+        return {}
+
+
+def result_adapter(name: str, fn: Callable[..., Any]) -> TypeAdapter[Any]:
+    """A serializer for the handler's result, from its return annotation (an async
+    handler's is the awaited value's)."""
+    hint = _hints(fn).get("return", Any)
+    try:
+        return TypeAdapter(hint)
+    except (PydanticSchemaGenerationError, PydanticUserError) as exc:
+        raise TypeError(f"task {name}: its return type cannot be stored as JSON ({exc})") from exc
+
+
+def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    try:
+        return adapter.json_schema()
+    except Exception:  # a type with no JSON schema: nothing known about its shape
+        return {}
+
+
+def _type_name(adapter: TypeAdapter[Any]) -> str:
+    kind = _schema(adapter).get("type")
+    return f"of JSON type {kind}" if kind else "not a list"
+
+
+def _guess(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for a near miss, else nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _payload_adapter(
     name: str, fn: Callable[..., Any], signature: inspect.Signature
 ) -> TypeAdapter[Any]:
     """A validator for the handler's keyword arguments (a TypedDict of its parameters)."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: validate those as Any
-        hints = {}
+    hints = _hints(fn)
     fields: dict[str, Any] = {}
     extra: Literal["allow", "forbid"] = "forbid"
     for param in signature.parameters.values():
@@ -288,9 +467,7 @@ def _describe(exc: ValidationError) -> str:
         elif err["type"] == "extra_forbidden":
             parts.append(f"unknown argument {loc!r}")
         else:
-            value = repr(err.get("input"))
-            value = value if len(value) <= 40 else value[:37] + "..."
-            parts.append(f"argument {loc!r}: {err['msg']} (got {value})")
+            parts.append(f"argument {loc!r}: {err['msg']} (got {_short(err.get('input'))})")
     return "; ".join(parts)
 
 

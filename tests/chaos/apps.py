@@ -200,7 +200,7 @@ def raise_subprocess() -> None:
 @app.task(name="chaos.bad_result", retries=3, retry_backoff=0)
 def bad_result() -> object:
     ledger_write("start")
-    return {1, 2, 3}
+    return object()  # no JSON form, whatever the annotation
 
 
 @app.task(name="chaos.exit_worker", queue="poison", retries=1, retry_backoff=0)

@@ -519,6 +519,14 @@ class _Attempt:
     ended: float | None
     outcome: str | None
     rejected: tuple[str, ...]
+    error: str | None = None
+
+
+def stopped(attempt: _Attempt) -> bool:
+    """A lease handed back by a shutdown (its worker stopped after a signal, with the
+    handler running): `stopped`, the attempt given back as for an unstarted one, but its
+    handler may have run — and runs again under the next lease."""
+    return attempt.outcome == "stopped"
 
 
 def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
@@ -531,7 +539,7 @@ def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
         )
     ]
     attempts: dict[int, list[_Attempt]] = defaultdict(list)
-    for job_id, token, attempt, worker, started, ended, outcome, rejected in sql(
+    for job_id, token, attempt, worker, started, ended, outcome, rejected, error in sql(
         url, ATTEMPT_HISTORY
     ):
         attempts[job_id].append(
@@ -544,6 +552,7 @@ def read_history(url: str) -> tuple[list[_Job], dict[int, list[_Attempt]]]:
                 _epoch(ended),
                 outcome,
                 tuple(rejected.split(",")) if rejected else (),
+                error,
             )
         )
     return jobs, attempts
@@ -623,7 +632,7 @@ def check(
         for a in atts:
             if a.attempt != spent + 1:
                 v(f"{where}: lease {a.token} is attempt {a.attempt}, expected {spent + 1}")
-            if a.outcome != "released":
+            if a.outcome not in ("released", "stopped"):  # (attempts given back)
                 spent += 1
         if job.attempts != spent:
             v(f"{where}: attempts={job.attempts}, but {spent} leases were spent")
@@ -660,7 +669,7 @@ def check(
             figures.reruns += 1
             prev = att_by_token.get(prev_token)
             outcome = prev.outcome if prev else None
-            if outcome in LEASE_LOSS:
+            if outcome in LEASE_LOSS or (prev is not None and stopped(prev)):
                 figures.reruns_lease_loss += 1
             elif outcome == "retried":
                 figures.reruns_retry += 1

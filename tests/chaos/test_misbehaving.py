@@ -50,7 +50,7 @@ EXPECT = {
         {}, "failed", ("failed",), "SubprocessError: ValueError: raised in the subprocess"
     ),
     "chaos.bad_result": Expect(
-        {}, "failed", ("failed",), "PayloadError: result of chaos.bad_result is not JSON"
+        {}, "failed", ("failed",), "PayloadError: result of chaos.bad_result cannot be stored"
     ),
     "chaos.exit_worker": Expect({}, "failed", ("worker_died", "worker_died"), "worker "),
 }

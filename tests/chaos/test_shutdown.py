@@ -148,7 +148,7 @@ def test_a_second_sigterm_stops_at_once_and_leaves_no_job_running(chaos: Chaos, 
         wait_for(lambda: len(feeder.ids) >= at_exit + 5, timeout=60)
     log = chaos.log("supervisor").read_text()
     late = claimed_after_drain(chaos, log)
-    ((died,),) = sql(chaos.url, "SELECT count(*) FROM onceq_attempts WHERE outcome = 'worker_died'")
+    ((died,),) = sql(chaos.url, "SELECT count(*) FROM onceq_attempts WHERE outcome = 'stopped'")
     started = len(starts(chaos))
     (chaos.gates / "open").touch()
     burst_rest(chaos)
@@ -157,7 +157,7 @@ def test_a_second_sigterm_stops_at_once_and_leaves_no_job_running(chaos: Chaos, 
     chaos.report(figures, sigterms=2, enqueued=len(feeder.ids), worker_died=died)
     assert code == 1, log[-3000:]
     assert running_after == 0
-    assert died == started == 6  # each running job rescued at once, as its holder died
+    assert died == started == 6  # each running job put back at once, its attempt given back
     assert feeder.errors == []
     assert late == [], late
     chaos.finished_ok(figures)

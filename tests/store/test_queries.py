@@ -16,6 +16,9 @@ POSTGRES_ONLY = {
     "job_insert_many",  # one round trip per batch; SQLite loops in-process
     "job_ids_by_key",  # reads back keyed rows of a batch
     "job_notify",  # LISTEN/NOTIFY wake-ups
+    "job_wait_announce",  # app.wait() by LISTEN/NOTIFY; SQLite's waiters poll
+    "job_done_notify",
+    "search_path_swap",  # app.using(conn): onceq's schema inside the caller's transaction
     "backend_identity",  # a lost COMMIT's answer: find its backend again, and end it
     "backend_settle",
     "session_limit_statements",  # SQLite has no statement timeout

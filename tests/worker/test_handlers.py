@@ -168,15 +168,19 @@ def test_a_subprocess_that_exits_fails_its_job_and_the_worker_goes_on(app: App) 
 
 
 def test_a_result_that_is_not_json_fails_the_job_with_a_clear_error(app: App) -> None:
-    @app.task
-    def returns_a_set() -> object:
-        return {1, 2}
+    class Opaque:
+        pass
 
-    job = returns_a_set.enqueue()
+    @app.task
+    def returns_an_opaque_object() -> object:
+        return Opaque()
+
+    job = returns_an_opaque_object.enqueue()
     _run(app)
     failed = app.get_job(job.id)
     assert failed.status == "failed"
     assert (failed.last_error or "").startswith(
         "PayloadError: result of tests.worker.test_handlers."
     )
-    assert "is not JSON-serializable: set" in (failed.last_error or "")
+    assert "cannot be stored as JSON" in (failed.last_error or "")
+    assert "Opaque" in (failed.last_error or "")

@@ -132,10 +132,11 @@ def test_a_second_sigterm_stops_at_once_and_leaves_nothing_running(app: App, led
     eventually(lambda: logged(ledger, "supervisor.draining"))
     supervisor.send_signal(signal.SIGTERM)  # a second signal: stop now
     assert supervisor.wait(30) == 1
-    for j in jobs:  # rescued by the supervisor, not left to a 30 s lease
+    for j in jobs:  # put back by the supervisor, not left to a 30 s lease
         job = app.get_job(j.id)
-        assert (job.status, job.attempts) == ("pending", 1)
-        assert app.store.attempt_list(j.id)[0].outcome == "worker_died"
+        assert (job.status, job.attempts) == ("pending", 0)  # a shutdown costs no attempt
+        [attempt] = app.store.attempt_list(j.id)
+        assert attempt.outcome == "stopped" and "during a shutdown" in (attempt.error or "")
 
 
 def test_a_signal_landing_while_children_are_spawned_reaches_every_child(
@@ -225,7 +226,10 @@ def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
         return real(name, reason)
 
     monkeypatch.setattr(app.store, "job_rescue_worker", refuses_the_first)
-    supervisor._unrescued = [("dead-1", "signal SIGKILL"), ("dead-2", "signal SIGKILL")]
+    supervisor._unrescued = [
+        ("dead-1", "signal SIGKILL", False),
+        ("dead-2", "signal SIGKILL", False),
+    ]
     supervisor.run_once(0.0)
     assert (app.get_job(first.id).status, app.get_job(second.id).status) == ("running", "pending")
     monkeypatch.undo()
@@ -238,7 +242,8 @@ def test_a_dead_worker_whose_jobs_cannot_be_put_back_yet_holds_up_no_other(
         raise StoreUnavailable("injected: the database is away")
 
     monkeypatch.setattr(app.store, "job_rescue_worker", unreachable)
-    supervisor._unrescued = [("dead-3", "signal SIGKILL"), ("dead-4", "signal SIGKILL")]
+    dead = [("dead-3", "signal SIGKILL", False), ("dead-4", "signal SIGKILL", False)]
+    supervisor._unrescued = list(dead)
     supervisor.run_once(0.0)
     assert calls == ["dead-3"]  # not one wait per dead worker
-    assert supervisor._unrescued == [("dead-3", "signal SIGKILL"), ("dead-4", "signal SIGKILL")]
+    assert supervisor._unrescued == dead

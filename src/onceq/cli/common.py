@@ -6,7 +6,8 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.markup import escape
 from onceq.errors import InvalidTransition, OnceqError
 from onceq.store import Store, open_store
 from onceq.store.urls import resolve
+
+if TYPE_CHECKING:
+    from onceq.app import App
 
 console = Console()
 err_console = Console(stderr=True)
@@ -49,11 +53,18 @@ def errors() -> Iterator[None]:
         fail(str(exc), 2)
 
 
+def store_url(url: str | None, app: App | None = None) -> str:
+    """The one rule of every command: --url, else ONCEQ_URL (typer reads it into `url`),
+    else the URL the --app's App(...) was given, else sqlite:///onceq.db."""
+    return url or (app.configured_url if app is not None else None) or resolve(None)
+
+
 @contextmanager
-def store_at(url: str | None, *, check_schema: bool = True) -> Iterator[Store]:
-    """An open store for one command."""
+def store_at(url: str | None, *, check_schema: bool = True, create: bool = True) -> Iterator[Store]:
+    """An open store for one command; `create=False` for the commands that only look or
+    act on what exists, which then say "no store at …" instead of creating one."""
     with errors():
-        store = open_store(resolve(url), check_schema=check_schema)
+        store = open_store(store_url(url), check_schema=check_schema, create=create)
     try:
         with errors():
             yield store
@@ -67,11 +78,25 @@ def print_json(document: Any) -> None:
 
 
 def parse_json(text: str, what: str) -> Any:
-    """JSON from the command line, or a one-line error naming where it broke."""
+    """JSON from the command line — inline, `@FILE`, or `-` for standard input (large
+    payloads do not fit in a shell's argument) — or a one-line error naming where it
+    broke."""
+    source = what
+    if text == "-":
+        text, source = sys.stdin.read(), f"{what} (standard input)"
+    elif text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"{what}: cannot read {str(path)!r}: {exc.strerror}")
+        except UnicodeDecodeError:
+            fail(f"{what}: {str(path)!r} is not UTF-8 text")
+        source = f"{what} ({path})"
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        fail(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -56,7 +56,7 @@ def demo(
         _stop(workers)
         log.close()
     elapsed = time.monotonic() - started
-    console.print(steps_table(run, f"run {run.id}: {run.status} in {elapsed:.1f}s"))
+    console.print(steps_table(run, f"run {run.id}: {run.status} in {elapsed:.1f}s", console))
     _proof(example.app, run_id)
     if keep:
         console.print(f"database kept: {url} (try: onceq jobs --url {url})")

@@ -19,6 +19,7 @@ from onceq.cli.common import (
     print_json,
     store_at,
 )
+from onceq.cli.tables import fitted
 from onceq.models import JOB_STATUSES
 
 STATUS_STYLE = {
@@ -32,6 +33,16 @@ STATUS_STYLE = {
 
 def _when(value: datetime | None) -> str:
     return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clock(value: datetime | None) -> str:
+    """The time of day alone (an attempt's date is its job's, shown above it)."""
+    return "" if value is None else value.astimezone().strftime("%H:%M:%S")
+
+
+def _short_when(value: datetime | None) -> str:
+    """A time in 14 columns (month-day hour:minute:second): the year is in `job ID`."""
+    return "" if value is None else value.astimezone().strftime("%m-%d %H:%M:%S")
 
 
 def _short(text: str | None, width: int = 60) -> str:
@@ -53,7 +64,7 @@ def jobs(
     """List jobs, newest first, with counts by queue and status."""
     if status is not None and status not in JOB_STATUSES:
         fail(f"unknown status {status!r}: expected one of {', '.join(JOB_STATUSES)}")
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         rows = store.job_list(status=status, queue=queue, task=task, limit=limit, offset=offset)
         counts = store.job_counts()
     if as_json:
@@ -62,17 +73,15 @@ def jobs(
             "counts": [{"queue": q, "status": s, "count": n} for q, s, n in counts],
         })  # fmt: skip
         return
-    table = Table(title=f"{len(rows)} job(s)", title_justify="left")
-    for column in ("id", "status", "task", "queue", "attempts", "created", "finished", "error"):
-        table.add_column(column, overflow="fold")
-    for j in rows:
-        style = STATUS_STYLE[j.status]
-        table.add_row(
-            str(j.id), f"[{style}]{j.status}[/]", escape(j.task), escape(j.queue),
-            f"{j.attempts}/{j.max_attempts}", _when(j.created_at), _when(j.finished_at),
-            escape(_short(j.last_error)) if j.status != "succeeded" else "",
-        )  # fmt: skip
-    console.print(table)
+    cells = [
+        [str(j.id), f"[{STATUS_STYLE[j.status]}]{j.status}[/]", escape(j.task), escape(j.queue),
+         f"{j.attempts}/{j.max_attempts}", _short_when(j.created_at),
+         escape(_short(j.last_error)) if j.status != "succeeded" else ""]
+        for j in rows
+    ]  # fmt: skip
+    headers = ("id", "status", "task", "queue", "tries", "created", "error")
+    console.print(fitted(console, f"{len(rows)} job(s)", headers, cells,
+                         {"task", "queue", "error"}))  # fmt: skip
     summary = ", ".join(f"{q}/{s}: {n}" for q, s, n in counts)
     console.print(f"[dim]{escape(summary) or 'no jobs'}[/]")
 
@@ -83,7 +92,7 @@ def job(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one job: its fields, result or error, and its attempt history."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.job_get(job_id)
         attempts = store.attempt_list(job_id)
     if as_json:
@@ -99,15 +108,14 @@ def job(
     if found.last_traceback:
         console.print("[bold]last traceback[/]")
         console.print(found.last_traceback, highlight=False, markup=False)
-    history = Table(title="attempts", title_justify="left")
-    for column in ("#", "token", "worker", "started", "ended", "outcome", "rejected", "error"):
-        history.add_column(column, overflow="fold")
-    for a in attempts:
-        history.add_row(
-            str(a.attempt), str(a.token), escape(a.worker), _when(a.started_at),
-            _when(a.ended_at), a.outcome or "(live)", a.rejected or "", escape(_short(a.error)),
-        )  # fmt: skip
-    console.print(history)
+    cells = [
+        [str(a.attempt), str(a.token), escape(a.worker), _clock(a.started_at),
+         _clock(a.ended_at), a.outcome or "(live)", a.rejected or "",
+         escape(_short(a.error))]
+        for a in attempts
+    ]  # fmt: skip
+    headers = ("#", "token", "worker", "started", "ended", "outcome", "rejected", "error")
+    console.print(fitted(console, "attempts", headers, cells, {"worker", "error"}))
 
 
 def retry(
@@ -118,7 +126,7 @@ def retry(
     ] = 1,
 ) -> None:
     """Put a failed or cancelled job back to pending."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.job_retry(job_id, extra_attempts=attempts)
     console.print(
         f"job {found.id} is pending again ({found.max_attempts - found.attempts} attempt(s) left)"
@@ -130,7 +138,7 @@ def cancel(
     url: UrlOption = None,
 ) -> None:
     """Cancel a pending or running job (a running handler's result is then refused)."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         before = store.job_cancel(job_id)
     if before in ("pending", "running"):
         console.print(f"job {job_id} cancelled (was {before})")

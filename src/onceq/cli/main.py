@@ -9,21 +9,51 @@ import typer
 from onceq import logs
 from onceq.cli import jobs
 from onceq.cli.batch import batch_cli
-from onceq.cli.common import AppOption, UrlOption, console, guarded, parse_json, store_at
+from onceq.cli.common import (
+    AppOption,
+    UrlOption,
+    console,
+    fail,
+    guarded,
+    parse_json,
+    store_at,
+    store_url,
+)
 from onceq.cli.demo import demo
 from onceq.cli.tools import bench, diagnose
 from onceq.cli.workflow import workflow_cli
 from onceq.store import queries
-from onceq.store.urls import resolve
+from onceq.version import __version__
 
 cli = typer.Typer(
     name="onceq",
     help="A durable task queue and workflow engine, backed by SQL.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # usage errors as plain lines, not boxes
 )
+LogLevel = Annotated[
+    str, typer.Option(help="DEBUG, INFO, WARNING or ERROR (the app's own logging config wins).")
+]
+LogFormat = Annotated[str, typer.Option(help="text, or json: one JSON object per line.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"onceq {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """A durable task queue and workflow engine, backed by SQL."""
+
+
 jobs.register(cli)
 cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(batch_cli, name="batch")
@@ -57,20 +87,26 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Exit once no job of its queues is left.")] = False,
     lease: Annotated[float, typer.Option(min=0.1, help="Lease length, seconds.")] = 30.0,
     grace: Annotated[float, typer.Option(min=0, help="Seconds to finish jobs on SIGTERM.")] = 30.0,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
 ) -> None:
-    """Run workers. SIGTERM/SIGINT drains gracefully; a second signal stops at once."""
+    """Run workers. SIGTERM/SIGINT drains gracefully; a second signal stops at once (jobs
+    still running then, or when --grace ends, are put back, their attempt given back)."""
     from onceq.loader import import_app
     from onceq.worker.supervisor import Supervisor
 
-    logs.setup(log_level)
-    import_app(app)  # fail here, with one line, rather than in every child
+    problem = logs.check(log_level, log_format)
+    if problem:
+        fail(problem)
+    the_app = import_app(app)  # fail here, with one line, rather than in every child
+    logs.setup(log_level, log_format)  # after the import: the app's own config wins
     supervisor = Supervisor(
         app,
-        url=resolve(url),
+        url=store_url(url, the_app),
         processes=processes,
         burst=burst,
         log_level=log_level,
+        log_format=log_format,
         worker_options={
             "concurrency": concurrency,
             "queues": queue or None,
@@ -106,8 +142,7 @@ def enqueue(
 
         fail("--json must be a JSON object of the task's arguments")
     the_app = import_app(app)
-    if url:
-        the_app.use(url)
+    the_app.use(store_url(url, the_app))
     options = {"key": key, "delay": delay, "queue": queue}
     if priority is not None:
         options["priority"] = priority

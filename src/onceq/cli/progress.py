@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from onceq.cli.tables import fitted
 from onceq.models import Run, StepState
 
 STEP_STYLE = {
@@ -30,8 +31,17 @@ STEP_STYLE = {
 FINAL_JOBS = ("succeeded", "failed", "cancelled")
 
 
-def follow(get_run: Callable[[], Run], console: Console, every: float = 0.1) -> Run:
-    """Show the run's steps as progress bars until it ends; the final Run."""
+def follow(
+    get_run: Callable[[], Run],
+    console: Console,
+    every: float = 0.1,
+    *,
+    stalled: Callable[[float], None] | None = None,
+    stall_after: float = 5.0,
+) -> Run:
+    """Show the run's steps as progress bars until it ends; the final Run. If no job of
+    the run has started after `stall_after` seconds (no worker serves its store?),
+    `stalled(seconds)` is called once."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -41,9 +51,14 @@ def follow(get_run: Callable[[], Run], console: Console, every: float = 0.1) -> 
         console=console,
     )
     bars: dict[str, TaskID] = {}
+    began = time.monotonic()
     with progress:
         while True:
             run = get_run()
+            waited = time.monotonic() - began
+            if stalled is not None and waited >= stall_after and not _started(run):
+                stalled(waited)
+                stalled = None
             for step in run.steps:
                 if step.name not in bars:
                     bars[step.name] = progress.add_task(escape(step.name), total=None, status="")
@@ -51,6 +66,11 @@ def follow(get_run: Callable[[], Run], console: Console, every: float = 0.1) -> 
             if run.status != "running":
                 return run
             time.sleep(every)
+
+
+def _started(run: Run) -> bool:
+    """Whether any job of the run has been claimed (is running or finished)."""
+    return any(n for s in run.steps for status, n in s.counts.items() if status != "pending")
 
 
 def _update(progress: Progress, bar: TaskID, step: StepState) -> None:
@@ -64,24 +84,22 @@ def _update(progress: Progress, bar: TaskID, step: StepState) -> None:
         progress.stop_task(bar)
 
 
-def steps_table(run: Run, title: str | None = None) -> Table:
+def steps_table(run: Run, title: str | None = None, console: Console | None = None) -> Table:
     """A run's steps: status, jobs dispatched against items, time taken, error."""
     title = title or f"run {run.id} ({escape(run.name)}): {run.status}"
-    table = Table(title=title, title_justify="left")
-    for column in ("step", "status", "items", "dispatched", "done", "failed", "seconds"):
-        table.add_column(column, no_wrap=True)
     errors = any(s.error for s in run.steps)
-    if errors:
-        table.add_column("error", overflow="fold")
+    cells = []
     for s in run.steps:
         seconds = ""
         if s.started_at and s.finished_at:
             seconds = f"{(s.finished_at - s.started_at).total_seconds():.2f}"
-        style = STEP_STYLE[s.status]
-        table.add_row(
-            escape(s.name), f"[{style}]{s.status}[/]", "" if s.total is None else str(s.total),
-            str(s.dispatched), str(s.counts.get("succeeded", 0)),
+        cells.append([
+            escape(s.name), f"[{STEP_STYLE[s.status]}]{s.status}[/]",
+            "" if s.total is None else str(s.total), str(s.dispatched),
+            str(s.counts.get("succeeded", 0)),
             str(s.counts.get("failed", 0) + s.counts.get("cancelled", 0)), seconds,
             *([escape(s.error or "")] if errors else []),
-        )  # fmt: skip
-    return table
+        ])  # fmt: skip
+    headers = ["step", "status", "items", "dispatched", "done", "failed", "seconds"]
+    headers += ["error"] if errors else []
+    return fitted(console or Console(), title, headers, cells, {"step", "error"})

@@ -27,6 +27,7 @@ from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
 from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
 from onceq.store import jsoncodec, queries, rows
+from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
 from onceq.store.transitions import (
     CANCEL,
@@ -38,6 +39,7 @@ from onceq.store.transitions import (
     HEARTBEAT,
     RELEASE,
     RESCUE,
+    RESCUE_STOPPED,
     RETRY,
     Op,
     Transitions,
@@ -52,7 +54,7 @@ T = TypeVar("T")
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-class Store(Transitions, BatchVerbs, ABC):
+class Store(Transitions, BatchVerbs, AppVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]
@@ -427,6 +429,20 @@ class Store(Transitions, BatchVerbs, ABC):
         """Rescue every job held by `worker` at once; only for a worker known to be dead
         (its supervisor saw it exit), so its handlers cannot still be running."""
         return self._rescue(worker, f"worker {worker} died: {reason}", "worker_died")
+
+    def job_rescue_stopped(self, worker: str, reason: str) -> list[Rescued]:
+        """Put back every job held by `worker`, a process that stopped during a shutdown
+        (its grace ran out, or a second signal killed it) and so cannot be running them:
+        pending again with the attempt given back, never failed — a shutdown is not the
+        job's failure. The attempt ends `stopped`, with `reason` as its error."""
+        params = {"worker": worker, "error": reason}
+
+        def put_back(tx: Tx) -> list[Rescued]:
+            found = tx.all("job_rescue_stopped", params)
+            done = self._transition(tx, RESCUE_STOPPED, found, error=reason)
+            return [Rescued(c.job_id, c.token, c.status) for c in done.changes]
+
+        return self._in_tx(put_back, ("rescue",))
 
     def _rescue(self, worker: str | None, error: str, outcome: str) -> list[Rescued]:
         params = {"worker": worker, "error": error, "outcome": outcome}

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -47,6 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from onceq import faults
 from onceq.errors import ConfigError, OutcomeUnknown, StoreUnavailable
 from onceq.store.base import Store
+from onceq.store.postgres_app import PostgresAppVerbs
 from onceq.store.transitions import Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx
 from onceq.store.urls import StoreURL
@@ -97,7 +98,7 @@ class _PgTx:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        name = f"onceq_{next(_savepoints)}"
+        name = _savepoint_name()
         self.cur.execute(f"SAVEPOINT {name}".encode())
         try:
             yield
@@ -108,7 +109,7 @@ class _PgTx:
         self.cur.execute(f"RELEASE SAVEPOINT {name}".encode())
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresAppVerbs, Store):
     """A job store on a PostgreSQL database (optionally in its own schema)."""
 
     dialect = "postgres"
@@ -123,6 +124,9 @@ class PostgresStore(Store):
             size = int(parsed.options.get("pool_size", DEFAULT_POOL_SIZE))
         except ValueError:
             raise ConfigError("bad PostgreSQL URL: pool_size must be a whole number") from None
+        self.pool_size = max(size, 1)
+        self.where = _safe(self.conninfo)  # for messages: no password
+        self._init_app_verbs()
         # No bitmap scans on onceq's connections: a queue table changes faster than
         # autovacuum analyzes it, and with statistics that still say "a few pending rows"
         # the planner claims through a bitmap scan that sorts *every* pending job (10 ms at
@@ -167,9 +171,8 @@ class PostgresStore(Store):
         try:
             conn = psycopg.connect(self.conninfo, autocommit=autocommit, **self.connect_kwargs)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"cannot reach PostgreSQL at {_safe(self.conninfo)}: {reason}"
+                f"cannot reach PostgreSQL at {_safe(self.conninfo)}: {_connect_reason(exc)}"
             ) from exc
         _loaders(conn)
         return conn
@@ -218,7 +221,11 @@ class PostgresStore(Store):
         statement timeout, in one round trip), `fn`, COMMIT; the phase it failed in says
         what can have been written. `single`: `fn`'s first statement is its only write
         and commits on its own (autocommit), so from the moment it is sent, a broken
-        connection means an unknown outcome."""
+        connection means an unknown outcome. Inside `using(conn)`, on the caller's
+        connection, in the caller's transaction."""
+        injected = self._injected()
+        if injected is not None:
+            return self._run_injected(injected, fn)
         if self._unsettled:
             self._settle_earlier()
         pause = 0.005
@@ -411,11 +418,17 @@ class PostgresStore(Store):
 
 
 class PostgresWaker:
-    """A LISTEN connection on a thread; a notification sets the worker's event."""
+    """A LISTEN connection on a thread; a notification of new work sets the worker's
+    event. It also hears which jobs waiters announce they wait for (`<channel>_wait`),
+    and keeps the most recent AWAITED_KEPT of them."""
+
+    AWAITED_KEPT = 10_000
 
     def __init__(self, store: PostgresStore, wake: threading.Event) -> None:
         self.store = store
         self.wake = wake
+        self._awaited: dict[int, None] = {}  # insertion-ordered: the oldest go first
+        self._awaited_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="onceq-listen", daemon=True)
         self._thread.start()
@@ -425,12 +438,17 @@ class PostgresWaker:
         while not self._stop.is_set():
             try:
                 with self.store.connect(autocommit=True) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.store.channel)))
+                    waits = f"{self.store.channel}_wait"
+                    for channel in (self.store.channel, waits):
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     pause = 0.1
                     self.wake.set()  # anything enqueued while we were not listening
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self.wake.set()
+                        for n in conn.notifies(timeout=0.5, stop_after=1):
+                            if n.channel == waits:
+                                self._remember(n.payload)
+                            else:
+                                self.wake.set()
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -441,9 +459,25 @@ class PostgresWaker:
     def wait(self, event: threading.Event, timeout: float) -> None:
         event.wait(timeout)
 
+    def _remember(self, payload: str) -> None:
+        if not payload.isdigit():
+            return
+        with self._awaited_lock:
+            self._awaited[int(payload)] = None
+            while len(self._awaited) > self.AWAITED_KEPT:
+                del self._awaited[next(iter(self._awaited))]
+
+    def take_awaited(self, job_ids: Iterable[int]) -> list[int]:
+        with self._awaited_lock:
+            return [j for j in job_ids if self._awaited.pop(j, 0) is None]
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def _savepoint_name() -> str:
+    return f"onceq_{next(_savepoints)}"
 
 
 def _loaders(conn: psycopg.Connection[Any]) -> None:
@@ -483,6 +517,17 @@ def _sever(conn: psycopg.Connection[Any]) -> None:
 
 def _reason(exc: BaseException) -> str:
     return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in one line: libpq's own reason ("Connection refused",
+    "database … does not exist") and its hint, without the address it repeats."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0].rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
+    hints = " ".join(lines[1:])
+    return f"{reason} ({hints})" if hints else reason
 
 
 def _safe(conninfo: str) -> str:

@@ -33,7 +33,7 @@ from typing import TypeVar, cast
 from onceq import faults
 from onceq.errors import ConfigError, OutcomeUnknown, SchemaError, StoreUnavailable
 from onceq.store.base import Store
-from onceq.store.transitions import CLAIM, HEARTBEAT, RELEASE, UNREADABLE, Op
+from onceq.store.transitions import CLAIM, HEARTBEAT, RELEASE, RESCUE_STOPPED, UNREADABLE, Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx, note
 from onceq.store.urls import StoreURL
 from onceq.store.wakeup import PollingWaker, Waker
@@ -303,7 +303,7 @@ class SqliteStore(Store):
             by_outcome: dict[str, list[LeaseKey]] = {}
             for r in kept:
                 by_outcome.setdefault(outcome(r), []).append((r["id"], r["token"]))
-            back = 1 if op is RELEASE else 0  # a release gave the attempt back
+            back = 1 if op in (RELEASE, RESCUE_STOPPED) else 0  # attempt given back
             for name, keys in by_outcome.items():
                 params = {"outcome": name, "error": error, "back": back}
                 tx.run("attempt_end", {**params, **self._leases_param(keys)})

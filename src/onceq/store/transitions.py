@@ -61,6 +61,8 @@ FAIL = Op("fail", None, frozenset({"retried", "failed"}), True, True, True, same
 RELEASE = Op("release", "released", frozenset({"released"}), requeues=True, attempts=True,
              batch=True)  # fmt: skip
 RESCUE = Op("rescue", None, advances=True, requeues=True, attempts=True)
+# The jobs a worker stopped by a shutdown still held: put back, the attempt given back.
+RESCUE_STOPPED = Op("rescue_stopped", "stopped", requeues=True, attempts=True)
 # A lease its own worker gave up: a rescue, sooner. Sent again, it finds it done.
 GIVE_UP = Op("give_up", "lease_expired", frozenset({"lease_expired"}), True, True, attempts=True)
 CANCEL = Op("cancel", "cancelled", advances=True, attempts=True)  # a running job
@@ -289,6 +291,10 @@ class Transitions:
             for c in done.changes:
                 add(note(logging.WARNING, "job.rescued", job=c.job_id, token=c.token,
                          why=outcome or op.outcome, now=c.status))  # fmt: skip
+        if op is RESCUE_STOPPED:
+            for c in done.changes:
+                add(note(logging.INFO, "job.put_back", job=c.job_id, token=c.token,
+                         why="shutdown", now=c.status))  # fmt: skip
         for job_id, token in done.replayed:
             add(note(logging.INFO, "job.write_replayed", op=op.name, job=job_id, token=token,
                      answer="already recorded"))  # fmt: skip
@@ -307,4 +313,4 @@ def _status_after(outcome: str) -> JobStatus:
         return "succeeded"
     if outcome == "failed":
         return "failed"
-    return "pending"  # retried, released
+    return "pending"  # retried, released, stopped

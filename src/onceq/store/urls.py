@@ -29,6 +29,16 @@ def resolve(url: str | None) -> str:
     return url or os.environ.get("ONCEQ_URL") or DEFAULT_URL
 
 
+def redact(url: str) -> str:
+    """The URL with its password hidden, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def parse_url(url: str) -> StoreURL:
     """Parse a store URL, or raise ConfigError naming what is wrong with it."""
     parts = urlsplit(url)

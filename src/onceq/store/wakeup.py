@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 
@@ -28,6 +28,11 @@ class Waker(Protocol):
 
     def close(self) -> None:
         """Stop any thread or connection of its own."""
+        ...
+
+    def take_awaited(self, job_ids: Iterable[int]) -> list[int]:
+        """Of these jobs, which just ended, those someone announced waiting for (and
+        forget them): the worker then notifies their waiters (PostgreSQL)."""
         ...
 
 
@@ -59,3 +64,7 @@ class PollingWaker:
 
     def close(self) -> None:
         """Nothing to stop."""
+
+    def take_awaited(self, job_ids: Iterable[int]) -> list[int]:
+        """SQLite's waiters poll: nobody to tell."""
+        return []

@@ -32,15 +32,16 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
-from onceq.store import jsoncodec
 from onceq.store.base import new_claim
+from onceq.store.urls import redact
 from onceq.store.wakeup import Waker
+from onceq.version import __version__
 from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
 from onceq.worker.leases import Heartbeat, Held, LeaseKeeper, LeaseKey, Leases
@@ -114,6 +115,7 @@ class Worker:
         self._idle = False
         self._unconfirmed: list[int] = []  # claims whose answer was lost, by number
         self._to_release: list[Lease] = []  # to hand back, until the store has answered
+        self._ended: list[int] = []  # jobs that ended since the last pass (for waiters)
         self._threads: ThreadPool | None = None
         self._loop: LoopThread | None = None
         self._waker: Waker | None = None
@@ -127,8 +129,11 @@ class Worker:
         """Work until stopped; with `burst`, return once no job of its queues is left."""
         self.open()
         restore = self._install_signals()
+        tasks = ",".join(sorted(self.app.tasks)) or "(none)"
         logs.event(log, logging.INFO, "worker.started", worker=self.name,
-                   concurrency=self.concurrency, queues=",".join(self.queues or ["*"]))  # fmt: skip
+                   store=redact(self.store.url), version=__version__,
+                   concurrency=self.concurrency, queues=",".join(self.queues or ["*"]),
+                   tasks=tasks)  # fmt: skip
         try:
             pause = 0.0
             while not self._stop.is_set():
@@ -158,6 +163,7 @@ class Worker:
     def open(self) -> None:
         """Start the executors, the heartbeat, the lease keeper and the wake-ups (run()
         does this)."""
+        logs.attach_job_context()  # the job on every record its handlers log
         self._threads = ThreadPool(self.concurrency, f"onceq-{self.name}")
         self._waker = self.store.waker(self._wake)
         self.store.limit_statement_time(max(self.keeper.after, MIN_STATEMENT_TIME))
@@ -190,6 +196,7 @@ class Worker:
         self.recorder.collect()
         self.recorder.give_up()
         self.recorder.write_failures()
+        self._notify_waiters()
         self._expire_timeouts(now)
         self.keeper.run_once(now)  # before any rescue: see Rescuer
         try:
@@ -219,12 +226,24 @@ class Worker:
                 self._unconfirmed.append(claim)
             raise
         self._idle = not leases
+        self._notify_waiters()
         if leases and (self._draining or self._stop.is_set()):  # told to stop meanwhile
             self._release(leases)
             return started
         for lease in leases:  # already `running` in the store: safe to hand over
             self._start(lease, sent)
         return started + len(leases)
+
+    def _notify_waiters(self) -> None:
+        """Wake whoever announced waiting for a job this worker just ended (PostgreSQL:
+        a NOTIFY of its own, only for those jobs; nothing when nobody waits)."""
+        ended, self._ended = self._ended, []
+        awaited = self._waker.take_awaited(ended) if self._waker and ended else []
+        if awaited:
+            try:
+                self.store.job_done_notify(awaited)
+            except Exception as exc:  # the waiters re-read their job by themselves too
+                log.info("could not notify the waiters of %d job(s) (%s)", len(awaited), exc)
 
     def _adopt(self) -> int:
         """A claim's answer was lost: take on what it claimed (or hand it back, when
@@ -287,7 +306,7 @@ class Worker:
             assert self._threads is not None
             held.item = self._threads.submit(lambda item: self._run_sync(held, task, item))
 
-    def _run_sync(self, held: Held, task: Task, item: PoolItem) -> None:
+    def _run_sync(self, held: Held, task: Task[..., Any], item: PoolItem) -> None:
         if task.timeout is not None and not task.subprocess:
             held.deadline = time.monotonic() + task.timeout
         token = _current.set(held.ctx)
@@ -295,8 +314,7 @@ class Worker:
             if task.subprocess:
                 result = run_in_subprocess(task.fn, held.lease.args, task.timeout, held.ctx)
             else:
-                value = task.fn(**task.load(held.lease.args))
-                result = jsoncodec.dumps(value, f"result of {task.name}")
+                result = task.dump_result(task.fn(**task.load(held.lease.args)))
             outcome = Outcome(held, result=result)
         except BaseException as exc:
             outcome = Outcome(held, error=exc, traceback=traceback.format_exc())
@@ -305,7 +323,7 @@ class Worker:
         outcome.late = not item.finish()
         self.recorder.report(outcome)
 
-    async def _run_async(self, held: Held, task: Task) -> None:
+    async def _run_async(self, held: Held, task: Task[..., Any]) -> None:
         held.aio = asyncio.current_task()
         token = _current.set(held.ctx)
         try:
@@ -313,7 +331,7 @@ class Worker:
                 raise asyncio.CancelledError
             coro = task.fn(**task.load(held.lease.args))
             value = await asyncio.wait_for(coro, task.timeout)
-            outcome = Outcome(held, result=jsoncodec.dumps(value, f"result of {task.name}"))
+            outcome = Outcome(held, result=task.dump_result(value))
         except TimeoutError:
             error = JobTimeout(f"timed out after {task.timeout}s: the coroutine was cancelled")
             outcome = Outcome(held, error=error, traceback=traceback.format_exc())
@@ -355,15 +373,19 @@ class Worker:
                        token=held.lease.token, reason="lease no longer held", late=outcome.late,
                        worker=self.name)  # fmt: skip
         elif status == "succeeded":
+            self._ended.append(job)
             self.counts["succeeded"] += 1
             logs.event(log, logging.INFO, "job.succeeded", job=job, task=task,
                        seconds=f"{time.monotonic() - held.started:.3f}")  # fmt: skip
         else:
             self.counts["failed"] += 1
+            if status != "pending":
+                self._ended.append(job)
             event = "job.retrying" if status == "pending" else "job.failed"
-            logs.event(log, logging.WARNING, event, job=job, task=task,
+            logs.event(log, logging.WARNING if status == "pending" else logging.ERROR, event,
+                       job=job, task=task,
                        attempt=f"{held.lease.attempts}/{held.lease.max_attempts}",
-                       error=error)  # fmt: skip
+                       error=error, traceback=outcome.traceback)  # fmt: skip
 
     # -- leases --------------------------------------------------------------------
 
@@ -416,6 +438,7 @@ class Worker:
                 if self._to_release:
                     self._release(self._to_release)
                 self.recorder.flush()
+                self._notify_waiters()
             except Exception as exc:
                 log.error("could not record outcomes while draining (%s)", exc)
                 self._stop.wait(0.2)

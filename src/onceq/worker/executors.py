@@ -22,7 +22,6 @@ from typing import Any
 
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OnceqError
-from onceq.store import jsoncodec
 
 QUEUED, RUNNING, DONE, ABANDONED = "queued", "running", "done", "abandoned"
 STARTUP_LIMIT = 120.0  # a subprocess that has not started its handler by then is killed
@@ -213,7 +212,7 @@ def _child_main(
 ) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     try:
-        from onceq.task import Task, load_payload
+        from onceq.task import Task, dump_value, load_payload, result_adapter
 
         target: Any = importlib.import_module(module)
         for part in qualname.split("."):
@@ -223,7 +222,10 @@ def _child_main(
         _current.set(JobContext(**json.loads(job)))
         sender.send_bytes(b'{"started": true}')
         value = fn(**kwargs)
-        message = {"ok": True, "result": jsoncodec.dumps(value, f"result of {qualname}")}
+        # Serialized here, by the return annotation: a result that cannot be stored fails
+        # in the child, where its error and traceback are.
+        result = dump_value(result_adapter(qualname, fn), value, f"result of {qualname}")
+        message = {"ok": True, "result": result}
     except BaseException as exc:
         message = {
             "ok": False,

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from onceq.context import JobContext
 from onceq.models import Lease
@@ -40,7 +40,7 @@ class Held:
 
     lease: Lease
     ctx: JobContext
-    task: Task | None
+    task: Task[..., Any] | None
     renewed: float  # when the last claim or heartbeat that got through was sent
     deadline: float | None = None  # thread handlers: when the dispatcher gives up on it
     item: PoolItem | None = None

@@ -8,7 +8,10 @@ expire (the attempt counts, so a job that kills its worker cannot loop forever).
 
 SIGTERM/SIGINT: the children drain (stop claiming, release unstarted jobs, finish
 running ones within the grace period) and the supervisor exits 0. A second signal
-kills them at once; their jobs are rescued the same way and it exits 1.
+kills them at once and it exits 1. A shutdown is not a failure: the jobs a child still
+held when it stopped after a signal (its grace ran out, or it was killed by the second
+signal) are put back with their attempt given back (`job_rescue_stopped`, outcome
+`shutdown` in the history), never failed.
 
 `run_once(now)` is one turn of its loop (tests call it directly); `run()` the ticker.
 A dead worker whose jobs cannot be rescued yet (the database is away) waits for a
@@ -62,12 +65,14 @@ class Supervisor:
         processes: int,
         burst: bool = False,
         log_level: str = "INFO",
+        log_format: str = "text",
         worker_options: dict[str, Any] | None = None,
     ) -> None:
         self.app_ref = app_ref
         self.url = url
         self.burst = burst
         self.log_level = log_level
+        self.log_format = log_format
         self.options = worker_options or {}
         self.slots = [_Slot(i) for i in range(processes)]
         self.tag = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
@@ -75,7 +80,7 @@ class Supervisor:
         self._stopping = False
         self._forced = False
         self._signal = ""
-        self._unrescued: list[tuple[str, str]] = []
+        self._unrescued: list[tuple[str, str, bool]] = []  # (worker, why, stopped by us)
         self.rescued = 0
         self.store: Store | None = None
 
@@ -122,8 +127,8 @@ class Supervisor:
         slot.name = f"{self.tag}:{slot.index}.{slot.generation}"
         process = self._ctx.Process(
             target=_child_main,
-            args=(self.app_ref, self.url, slot.name, self.options, self.burst, self.log_level,
-                  os.getpid()),
+            args=(self.app_ref, self.url, slot.name, self.options, self.burst,
+                  (self.log_level, self.log_format), os.getpid()),
             name=f"onceq-worker-{slot.index}",
         )  # fmt: skip
         process.start()
@@ -141,7 +146,7 @@ class Supervisor:
         )
         level = logging.INFO if code == 0 else logging.WARNING
         logs.event(log, level, "worker.exited", worker=slot.name, reason=reason)
-        self._unrescued.append((slot.name, reason))
+        self._unrescued.append((slot.name, reason, slot.signalled > 0))
         self._rescue_dead()
         slot.process = None
         if self._stopping or (self.burst and code == 0):
@@ -158,21 +163,26 @@ class Supervisor:
         and signals and restarts with them)."""
         assert self.store is not None
         waiting, self._unrescued = self._unrescued, []
-        for index, (name, reason) in enumerate(waiting):
+        for index, (name, reason, stopped) in enumerate(waiting):
             try:
-                rescued = self.store.job_rescue_worker(name, reason)
+                if stopped:  # it was told to stop: what it still held is not its fault
+                    rescued = self.store.job_rescue_stopped(
+                        name, f"worker {name} stopped ({reason}) during a shutdown"
+                    )
+                else:
+                    rescued = self.store.job_rescue_worker(name, reason)
             except StoreUnavailable as exc:
                 log.warning("could not rescue the jobs of dead workers yet (%s)", exc)
                 self._unrescued += waiting[index:]
                 return
             except Exception as exc:
                 log.warning("could not rescue the jobs of %s yet (%s)", name, exc)
-                self._unrescued.append((name, reason))
+                self._unrescued.append((name, reason, stopped))
                 continue
             self.rescued += len(rescued)
             if rescued:
-                logs.event(log, logging.WARNING, "worker.jobs_rescued", worker=name,
-                           jobs=len(rescued))  # fmt: skip
+                logs.event(log, logging.WARNING, "worker.jobs_put_back" if stopped
+                           else "worker.jobs_rescued", worker=name, jobs=len(rescued))  # fmt: skip
 
     def _on_signal(self, signum: int, _: Any) -> None:
         # Only flags here: the main loop passes the signal on (_pass_signals), so that a
@@ -240,14 +250,14 @@ def _child_main(
     name: str,
     options: dict[str, Any],
     burst: bool,
-    log_level: str,
+    logging_setup: tuple[str, str],
     parent_pid: int,
 ) -> None:
     os.setpgrp()  # its own group: the supervisor can kill it with its subprocesses
-    logs.setup(log_level)
     from onceq.loader import import_app
 
     app = import_app(app_ref)
+    logs.setup(*logging_setup)  # after the import: the app's own config wins
     app.use(url)
     open_when_reachable(app)
     worker = app.worker(name=name, **options)

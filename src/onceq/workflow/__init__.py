@@ -43,7 +43,7 @@ class Workflow:
     def step(
         self,
         name: str,
-        task: Task | str,
+        task: Task[..., Any] | str,
         *,
         args: dict[str, Any] | None = None,
         with_items: str | None = None,

@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from onceq.errors import PayloadError, WorkflowError
 from onceq.store import jsoncodec
+from onceq.task import Shape
 from onceq.workflow import refs
 from onceq.yamltext import safe_load
 
 if TYPE_CHECKING:
     from onceq.app import App
+    from onceq.task import Task
 
 
 class Step(BaseModel):
@@ -186,21 +188,50 @@ class Definition(BaseModel):
 
     def compile(self, app: App) -> Definition:
         """Checked, with each step's queue, priority and attempts taken from the app's
-        task; WorkflowError for a task the app does not have."""
+        task; WorkflowError for a task the app does not have, or arguments its handler
+        cannot take (see _check_args)."""
         self.check()
         steps = {}
         for name, step in self.steps.items():
             task = app.tasks.get(step.task)
             if task is None:
-                raise WorkflowError(
-                    f"workflow {self.name!r}, step {name!r}: the app has no task {step.task!r}"
-                )
+                raise WorkflowError(f"workflow {self.name!r}, step {name!r}: the app has no "
+                                    f"task {step.task!r}{app.guess(step.task)}")  # fmt: skip
+            self._check_args(app, name, step, task)
             steps[name] = step.model_copy(update={
                 "queue": task.queue or app.default_queue,
                 "priority": task.priority,
                 "max_attempts": task.max_attempts,
             })  # fmt: skip
         return self.model_copy(update={"steps": steps})
+
+    def _check_args(self, app: App, name: str, step: Step, task: Task[..., Any]) -> None:
+        """A step's arguments against its handler's signature, before anything runs:
+        every required parameter given, no unknown one, each literal of the right type,
+        and each reference of a shape the parameter can take — `$steps.x.results` is a
+        list; `$steps.x.result` has x's return type. What `$input` and `$item` hold is
+        only known at run time."""
+        given: dict[str, Any] = {}
+        for arg, value in step.args.items():
+            found = refs.refs_in(value)
+            if not found:
+                given[arg] = refs.resolve(value, lambda ref: None)  # `$$x` becomes `$x`
+            elif refs.is_ref(value):
+                given[arg] = self._shape(app, found[0])
+            else:
+                given[arg] = Shape(str(value))  # references inside a literal: run time
+        problem = task.check_arguments(given)
+        if problem:
+            raise WorkflowError(f"workflow {self.name!r}, step {name!r}: {problem}")
+
+    def _shape(self, app: App, ref: refs.Ref) -> Shape:
+        if ref.root != "steps" or ref.path:
+            return Shape(ref.text)
+        assert ref.step is not None
+        if ref.field == "results":
+            return Shape(ref.text, is_list=True)
+        source = app.tasks.get(self.steps[ref.step].task)
+        return Shape(ref.text, schema=source.result_schema if source else None)
 
     def check_input(self, data: Any) -> dict[str, Any]:
         """The run's input: a JSON object with every declared key."""

@@ -68,6 +68,22 @@ SELECT id, key FROM onceq_jobs WHERE key IN (SELECT json_array_elements_text(%(k
 SELECT pg_notify(%(channel)s, queue)
 FROM json_array_elements_text(%(queues)s::json) AS queue GROUP BY queue;
 
+-- name: job_wait_announce
+-- A waiter (app.wait) tells the workers which job it waits for; the one that ends it
+-- answers with job_done_notify. Nothing is written: waits cost nothing when nobody waits.
+SELECT pg_notify(%(channel)s || '_wait', %(job_id)s::text);
+
+-- name: job_done_notify
+-- Jobs whose end a waiter announced: wake it (on commit; one notification per job).
+SELECT pg_notify(%(channel)s || '_done', id)
+FROM json_array_elements_text(%(ids)s::json) AS id;
+
+-- name: search_path_swap
+-- Inside the caller's own transaction (app.using): onceq's schema for our statements,
+-- local to that transaction; the same statement puts the caller's search_path back.
+SELECT current_setting('search_path') AS previous,
+       set_config('search_path', %(path)s, true) AS now;
+
 -- name: job_dispatch
 -- A workflow job. The unique (run_id, step, item) index makes a second dispatch of the
 -- same item impossible: it inserts nothing and returns no row.
@@ -430,6 +446,29 @@ WITH picked AS (
     INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
                                      outcome, error)
     SELECT id, token, attempts, worker, started_at, now(), %(outcome)s, %(error)s FROM done
+    ON CONFLICT (job_id, token) DO UPDATE
+    SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
+)
+SELECT id, token, status, run_id, step, item FROM done;
+
+-- name: job_rescue_stopped
+-- Every job %(worker)s held, once its process stopped during a shutdown: pending again
+-- and the attempt given back (a shutdown is not the job's failure), never failed. The
+-- attempt ends `stopped`, with the reason as its error.
+WITH picked AS (
+    SELECT id FROM onceq_jobs
+    WHERE status = 'running' AND worker = %(worker)s::text
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'pending', attempts = j.attempts - 1, run_at = now(), lease_expires_at = NULL
+    FROM picked WHERE j.id = picked.id AND j.status = 'running'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item,
+              j.attempts + 1 AS attempt, j.worker, j.started_at
+), ended AS (
+    INSERT INTO onceq_attempts AS a (job_id, token, attempt, worker, started_at, ended_at,
+                                     outcome, error)
+    SELECT id, token, attempt, worker, started_at, now(), 'stopped', %(error)s FROM done
     ON CONFLICT (job_id, token) DO UPDATE
     SET ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
 )

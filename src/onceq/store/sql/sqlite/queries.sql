@@ -199,6 +199,14 @@ WHERE status = 'running' AND lease_expires_at IS NOT NULL
   AND CASE WHEN :worker IS NULL THEN lease_expires_at < :now ELSE worker = :worker END
 RETURNING id, lease_token AS token, status, run_id, step, item;
 
+-- name: job_rescue_stopped
+-- Every job :worker held, once its process stopped during a shutdown: pending again and
+-- the attempt given back (a shutdown is not the job's failure), never failed.
+UPDATE onceq_jobs
+SET status = 'pending', attempts = attempts - 1, run_at = :now, lease_expires_at = NULL
+WHERE status = 'running' AND lease_expires_at IS NOT NULL AND worker = :worker
+RETURNING id, lease_token AS token, status, run_id, step, item;
+
 -- name: job_give_up
 -- Leases their own worker gave up (no heartbeat got through in time, so its handler was
 -- told to stop, and whatever it returns cannot count): pending again while attempts

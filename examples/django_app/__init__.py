@@ -1,0 +1,1 @@
+"""Django and onceq on the same PostgreSQL database (see README.md)."""

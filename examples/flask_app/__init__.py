@@ -1,0 +1,1 @@
+"""A Flask app that enqueues thumbnails through onceq (see README.md)."""
