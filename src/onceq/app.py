@@ -67,7 +67,7 @@ class App:
 
     def use(self, url: str) -> None:
         """Point the app at another store (the CLI's --url); only before it is opened."""
-        if self._store is not None:
+        if self._store is not None and self._store_pid == os.getpid():
             raise RuntimeError("the app's store is already open")
         parse_url(url)
         self._url = url

@@ -293,8 +293,10 @@ class Worker:
         held = Held(lease, ctx, task, renewed=sent)
         self.leases.add(held)
         self.counts["claimed"] += 1
-        logs.event(log, logging.INFO, "job.started", job=lease.job_id, task=lease.task,
-                   attempt=f"{lease.attempts}/{lease.max_attempts}", worker=self.name)  # fmt: skip
+        if log.isEnabledFor(logging.INFO):  # (its fields cost more than the check)
+            attempt = f"{lease.attempts}/{lease.max_attempts}"
+            logs.event(log, logging.INFO, "job.started", job=lease.job_id, task=lease.task,
+                       attempt=attempt, worker=self.name)  # fmt: skip
         if task is None:
             error = UnknownTask(f"unknown task {lease.task!r}: this worker's app has no such task")
             self.recorder.report(Outcome(held, error=error))
@@ -375,8 +377,9 @@ class Worker:
         elif status == "succeeded":
             self._ended.append(job)
             self.counts["succeeded"] += 1
-            logs.event(log, logging.INFO, "job.succeeded", job=job, task=task,
-                       seconds=f"{time.monotonic() - held.started:.3f}")  # fmt: skip
+            if log.isEnabledFor(logging.INFO):
+                logs.event(log, logging.INFO, "job.succeeded", job=job, task=task,
+                           seconds=f"{time.monotonic() - held.started:.3f}")  # fmt: skip
         else:
             self.counts["failed"] += 1
             if status != "pending":

@@ -44,10 +44,10 @@ class PoolItem:
 
     __slots__ = ("fn", "lock", "state")
 
-    def __init__(self, fn: Callable[[PoolItem], None]) -> None:
+    def __init__(self, fn: Callable[[PoolItem], None], lock: threading.Lock) -> None:
         self.fn = fn
         self.state = QUEUED
-        self.lock = threading.Lock()
+        self.lock = lock  # its pool's: a few instructions under it, no lock made per job
 
     def finish(self) -> bool:
         """Called by fn when its work is done, before it reports the outcome; False if
@@ -65,6 +65,7 @@ class ThreadPool:
     def __init__(self, size: int, name: str) -> None:
         self.name = name
         self._queue: queue.SimpleQueue[PoolItem | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards every item's state
         self._count = 0
         for _ in range(size):
             self._spawn()
@@ -85,7 +86,7 @@ class ThreadPool:
 
     def submit(self, fn: Callable[[PoolItem], None]) -> PoolItem:
         """Queue fn(item); it starts as soon as a thread is free."""
-        item = PoolItem(fn)
+        item = PoolItem(fn, self._lock)
         self._queue.put(item)
         return item
 

@@ -52,15 +52,15 @@ class Held:
     # the lease back (`surrendered`): the store then refuses it, and says so.
     given_up: bool = False
     surrendered: bool = False
+    key: LeaseKey = field(init=False)  # (job id, token): read several times per job
+
+    def __post_init__(self) -> None:
+        self.key = (self.lease.job_id, self.lease.token)
 
     @property
     def writable(self) -> bool:
         """Whether its outcome may be sent to the store now."""
         return self.surrendered or not self.given_up
-
-    @property
-    def key(self) -> LeaseKey:
-        return (self.lease.job_id, self.lease.token)
 
 
 class Leases:
