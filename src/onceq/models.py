@@ -226,3 +226,25 @@ class BatchRecord:
 
     def task(self, number: str) -> BatchTaskRecord:
         return next(t for t in self.tasks if t.number == number)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A live worker process, as the worker registry (`onceq workers`) shows it.
+
+    `queues` is None for a worker serving every unreserved queue. `started_at` is the
+    worker's own clock (when its process started), `last_seen` the store's (its last
+    heartbeat that got through)."""
+
+    name: str
+    host: str
+    pid: int
+    queues: list[str] | None
+    concurrency: int
+    version: str
+    started_at: datetime
+    last_seen: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from onceq.models import Attempt, BatchRecord, BatchTaskRecord, Job, Lease, Run, StepState
+from onceq.models import (
+    Attempt,
+    BatchRecord,
+    BatchTaskRecord,
+    Job,
+    Lease,
+    Run,
+    StepState,
+    WorkerRecord,
+)
 from onceq.store import jsoncodec
 from onceq.store.tx import Row
 
@@ -105,6 +114,21 @@ def run(row: Row, steps: Sequence[Row], counts: Sequence[Row]) -> Run:
             )
             for s in states
         ),
+    )
+
+
+def worker(row: Row) -> WorkerRecord:
+    """A worker registry row."""
+    queues = json_or_raw(row["queues"])
+    return WorkerRecord(
+        name=row["name"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=list(queues) if isinstance(queues, list) else None,
+        concurrency=row["concurrency"],
+        version=row["version"],
+        started_at=dt(row["started_at"]),
+        last_seen=dt(row["last_seen"]),
     )
 
 

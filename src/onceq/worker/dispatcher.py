@@ -46,6 +46,7 @@ from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
 from onceq.worker.leases import Heartbeat, Held, LeaseKeeper, LeaseKey, Leases
 from onceq.worker.outcomes import Outcome, Recorder
+from onceq.worker.presence import Presence
 from onceq.worker.rescuer import Rescuer
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class Worker:
         self.heartbeat_interval = self.heartbeat.interval
         self.keeper = LeaseKeeper(self.leases, lease, self.heartbeat_interval / 2, self._give_up)
         self.rescuer = Rescuer(self.store, rescue_interval or min(max(lease / 4, 0.25), 5.0))
+        self.presence = Presence(self.store, self.name, self.queues, concurrency,
+                                 self.heartbeat_interval)  # fmt: skip
         self.recorder = Recorder(self)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -167,9 +170,14 @@ class Worker:
         self._threads = ThreadPool(self.concurrency, f"onceq-{self.name}")
         self._waker = self.store.waker(self._wake)
         self.store.limit_statement_time(max(self.keeper.after, MIN_STATEMENT_TIME))
-        for name, loop in (("heartbeat", self.heartbeat.loop), ("leases", self.keeper.loop)):
-            thread = threading.Thread(target=loop, args=(self._services_stop,),
-                                      name=f"onceq-{name}", daemon=True)  # fmt: skip
+        self.presence.open()
+        beats = (self._services_stop, self.presence.run_once)
+        for name, loop, args in (
+            ("heartbeat", self.heartbeat.loop, beats),
+            ("leases", self.keeper.loop, (self._services_stop,)),
+        ):
+            thread = threading.Thread(target=loop, args=args, name=f"onceq-{name}",
+                                      daemon=True)  # fmt: skip
             thread.start()
             self._services.append(thread)
 
@@ -454,6 +462,7 @@ class Worker:
             self._wake.clear()
         self._stop.set()
         self._services_stop.set()
+        self.presence.close()
         if self._waker is not None:
             self._waker.close()
         if self._threads is not None:

@@ -1,0 +1,52 @@
+"""Operating a store: `onceq workers`, `onceq prune`, `onceq periodic`. Thin: each
+renders what a store verb returns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from onceq.cli.common import JsonFlag, UrlOption, console, print_json, store_at
+
+
+def _ago(when: datetime, now: datetime) -> str:
+    seconds = max(0.0, (now - when).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def workers(url: UrlOption = None, as_json: JsonFlag = False) -> None:
+    """The live workers: host, pid, queues, concurrency, started, last seen."""
+    with store_at(url) as store:
+        found = store.worker_list()
+    if as_json:
+        print_json({"workers": [w.to_json() for w in found]})
+        return
+    now = datetime.now(UTC)
+    table = Table(title=f"{len(found)} worker(s)", title_justify="left")
+    for column in ("name", "host", "pid", "queues", "concurrency", "version", "started",
+                   "last seen"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for w in found:
+        queues = "*" if w.queues is None else ", ".join(w.queues)
+        table.add_row(
+            escape(w.name), escape(w.host), str(w.pid), escape(queues), str(w.concurrency),
+            escape(w.version), _when(w.started_at), _ago(w.last_seen, now),
+        )  # fmt: skip
+    console.print(table)
+
+
+def register(cli: typer.Typer) -> None:
+    """Add these commands to the `onceq` app."""
+    for command in (workers,):
+        cli.command()(command)
