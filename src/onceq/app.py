@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
-from onceq.errors import UnknownTask
+from onceq.errors import ConfigError, UnknownTask
 from onceq.models import DEFAULT_QUEUE, Job, Run
 from onceq.store import Store, open_store
+from onceq.store.jsoncodec import DEFAULT_MAX_PAYLOAD
 from onceq.store.urls import parse_url, resolve
 from onceq.task import Task
 
@@ -40,10 +41,18 @@ class App:
 
     `App()` uses ONCEQ_URL, else `sqlite:///onceq.db`. The store opens on first use (so
     importing a module that creates an App touches no database), once per process.
+    `max_payload` bounds a payload, a result or a workflow run's input, in bytes of JSON
+    (default 1 MiB; None: no bound): a larger payload is refused at enqueue, a larger
+    result fails its job, and nothing that large is stored.
     """
 
     def __init__(
-        self, url: str | None = None, *, default_queue: str = DEFAULT_QUEUE, migrate: bool = True
+        self,
+        url: str | None = None,
+        *,
+        default_queue: str = DEFAULT_QUEUE,
+        migrate: bool = True,
+        max_payload: int | None = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._url = url
         parse_url(resolve(url))  # a bad URL fails here, not at first use
@@ -51,6 +60,7 @@ class App:
         self.migrate = migrate
         self.tasks: dict[str, Task[..., Any]] = {}
         self._store: Store | None = None
+        self.max_payload = max_payload
         self._store_pid = 0
         self._lock = threading.Lock()
 
@@ -64,6 +74,20 @@ class App:
         """The URL given to App(...) or use(), if any (the CLI's rule: --url, else
         ONCEQ_URL, else this, else sqlite:///onceq.db)."""
         return self._url
+
+    @property
+    def max_payload(self) -> int | None:
+        """The largest payload, result or run input, in bytes of JSON (None: any)."""
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"max_payload must be a positive number of bytes or None, "
+                              f"got {value!r}")  # fmt: skip
+        self._max_payload = value
+        if self._store is not None:
+            self._store.max_payload = value
 
     def use(self, url: str) -> None:
         """Point the app at another store (the CLI's --url); only before it is opened."""
@@ -79,6 +103,7 @@ class App:
             with self._lock:
                 if self._store is None or self._store_pid != os.getpid():
                     self._store = open_store(self.url, migrate=self.migrate)
+                    self._store.max_payload = self.max_payload
                     self._store_pid = os.getpid()
         return self._store
 

@@ -63,6 +63,8 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, ABC):
     def __init__(self, url: str) -> None:
         self.url = url
         self.q = queries.load(self.dialect)
+        # The largest payload, result or run input stored, in bytes of JSON (None: any).
+        self.max_payload: int | None = jsoncodec.DEFAULT_MAX_PAYLOAD
 
     # -- dialect hooks -------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, ABC):
         return {
             "queue": new.queue,
             "task": new.task,
-            "args": jsoncodec.dumps(new.args, f"payload of {new.task}"),
+            "args": jsoncodec.dumps(new.args, f"payload of {new.task}", self.max_payload),
             "priority": new.priority,
             "run_at": self._time_param(new.run_at),
             "delay": float(new.delay),
@@ -366,7 +368,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, ABC):
 
     def job_complete(self, lease: Lease, result: Any) -> bool:
         """Record one result; False when the lease is stale."""
-        text = jsoncodec.dumps(result, f"result of job {lease.job_id}")
+        text = jsoncodec.dumps(result, f"result of job {lease.job_id}", self.max_payload)
         return (lease.job_id, lease.token) in self.job_complete_many([(lease, text)])
 
     def job_fail(self, failure: Failure) -> JobStatus | None:
@@ -566,7 +568,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, ABC):
         params = {
             "name": name,
             "definition": definition,
-            "input": jsoncodec.dumps(data, f"input of workflow {name}"),
+            "input": jsoncodec.dumps(data, f"input of workflow {name}", self.max_payload),
         }
         run = tx.one("run_insert", params)
         assert run is not None

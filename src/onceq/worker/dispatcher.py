@@ -38,6 +38,7 @@ from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
+from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.urls import redact
 from onceq.store.wakeup import Waker
@@ -323,7 +324,7 @@ class Worker:
                 result = run_in_subprocess(task.fn, held.lease.args, task.timeout, held.ctx)
             else:
                 result = task.dump_result(task.fn(**task.load(held.lease.args)))
-            outcome = Outcome(held, result=result)
+            outcome = Outcome(held, result=self._bounded(task, result))
         except BaseException as exc:
             outcome = Outcome(held, error=exc, traceback=traceback.format_exc())
         finally:
@@ -339,7 +340,7 @@ class Worker:
                 raise asyncio.CancelledError
             coro = task.fn(**task.load(held.lease.args))
             value = await asyncio.wait_for(coro, task.timeout)
-            outcome = Outcome(held, result=task.dump_result(value))
+            outcome = Outcome(held, result=self._bounded(task, task.dump_result(value)))
         except TimeoutError:
             error = JobTimeout(f"timed out after {task.timeout}s: the coroutine was cancelled")
             outcome = Outcome(held, error=error, traceback=traceback.format_exc())
@@ -350,6 +351,13 @@ class Worker:
         finally:
             _current.reset(token)
         self.recorder.report(outcome)
+
+    def _bounded(self, task: Task[..., Any], result: str) -> str:
+        """A result's JSON text, or PayloadError when it is over the app's max_payload
+        (the job fails instead of storing it)."""
+        jsoncodec.check_size(len(result.encode("utf-8")), f"result of {task.name}",
+                             self.store.max_payload)  # fmt: skip
+        return result
 
     def _expire_timeouts(self, now: float) -> None:
         """Thread handlers cannot be stopped: past their timeout the worker records the
