@@ -9,15 +9,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from onceq.durations import seconds
 from onceq.errors import ConfigError, UnknownTask
 from onceq.models import DEFAULT_QUEUE, Job, Run
 from onceq.store import Store, open_store
 from onceq.store.jsoncodec import DEFAULT_MAX_PAYLOAD
 from onceq.store.urls import parse_url, resolve
 from onceq.task import Task
+
+DEFAULT_RETENTION = "7d"
 
 if TYPE_CHECKING:
     from onceq.worker import Worker
@@ -43,7 +47,9 @@ class App:
     importing a module that creates an App touches no database), once per process.
     `max_payload` bounds a payload, a result or a workflow run's input, in bytes of JSON
     (default 1 MiB; None: no bound): a larger payload is refused at enqueue, a larger
-    result fails its job, and nothing that large is stored.
+    result fails its job, and nothing that large is stored. `retention` is how long
+    finished jobs and workflow runs are kept (seconds, a timedelta or text like "7d";
+    default 7 days): the app's workers delete older ones. None keeps everything.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class App:
         default_queue: str = DEFAULT_QUEUE,
         migrate: bool = True,
         max_payload: int | None = DEFAULT_MAX_PAYLOAD,
+        retention: float | str | timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         self._url = url
         parse_url(resolve(url))  # a bad URL fails here, not at first use
@@ -61,6 +68,7 @@ class App:
         self.tasks: dict[str, Task[..., Any]] = {}
         self._store: Store | None = None
         self.max_payload = max_payload
+        self.retention = None if retention is None else seconds(retention, "retention")
         self._store_pid = 0
         self._lock = threading.Lock()
 

@@ -35,3 +35,22 @@ def noop(n: int = 0) -> int:
 def nap(seconds: float) -> None:
     ledger(f"nap - {current_job().job_id} {os.getpid()} {time.time()} -")
     time.sleep(seconds)
+
+
+@app.task
+def boom() -> None:
+    raise ValueError("boom")
+
+
+@app.task(queue="slow")
+def later(n: int = 0) -> int:
+    """On a queue the tests' workers do not serve: its jobs stay pending (or are claimed
+    by hand)."""
+    return n
+
+
+def run_worker(url: str, options: dict[str, object], retention: float | None) -> None:
+    """Target of a bare worker process: this app, a given retention, worker options."""
+    app.use(url)
+    app.retention = retention
+    app.worker(**options).run()  # type: ignore[arg-type]

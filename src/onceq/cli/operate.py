@@ -4,12 +4,13 @@ renders what a store verb returns."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from onceq.cli.common import JsonFlag, UrlOption, console, print_json, store_at
+from onceq.cli.common import JsonFlag, UrlOption, console, errors, print_json, store_at
 
 
 def _ago(when: datetime, now: datetime) -> str:
@@ -46,7 +47,32 @@ def workers(url: UrlOption = None, as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+def prune(
+    url: UrlOption = None,
+    older_than: Annotated[
+        str, typer.Option(help="Age of what goes: 30s, 15m, 12h, 7d (finished before).")
+    ] = "7d",
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete finished jobs (with their attempts) and finished workflow runs (with their
+    jobs) older than that, in small batches; workers also prune by themselves."""
+    from onceq.durations import parse_duration
+    from onceq.schedule import retention
+
+    with errors():
+        age = parse_duration(older_than)
+    with store_at(url) as store:
+        pruned = retention.prune(store, age)
+    if as_json:
+        print_json({"older_than": age, **pruned.to_json()})
+        return
+    console.print(
+        f"deleted {pruned.job_count} job(s), with their attempts, and {pruned.runs} workflow "
+        f"run(s) that finished more than {escape(older_than)} ago"
+    )
+
+
 def register(cli: typer.Typer) -> None:
     """Add these commands to the `onceq` app."""
-    for command in (workers,):
+    for command in (workers, prune):
         cli.command()(command)

@@ -30,6 +30,7 @@ from onceq.store import jsoncodec, queries, rows
 from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
 from onceq.store.registry import WorkerVerbs
+from onceq.store.retention import RetentionVerbs
 from onceq.store.transitions import (
     CANCEL,
     CANCEL_PENDING,
@@ -55,7 +56,7 @@ T = TypeVar("T")
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, ABC):
+class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]

@@ -38,6 +38,8 @@ from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
+from onceq.schedule.retention import PRUNE_EVERY, Pruner
+from onceq.schedule.ticker import Service, Ticker
 from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.urls import redact
@@ -74,7 +76,9 @@ class Worker:
     wherever they ran: any number of workers may do so at once. On SIGTERM or SIGINT
     (when run in the main thread), it stops claiming, releases jobs it claimed but did
     not start, lets running ones finish within `grace` seconds, and returns; a second
-    signal exits at once.
+    signal exits at once. On a thread of its own it takes its turn at the store-wide
+    duties (schedule/): retention passes (one worker at a time, due every `prune_every`
+    seconds, when the app has a `retention`).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Worker:
         rescue_interval: float | None = None,
         grace: float = 30.0,
         handle_signals: bool = True,
+        prune_every: float = PRUNE_EVERY,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -111,6 +116,11 @@ class Worker:
         self.rescuer = Rescuer(self.store, rescue_interval or min(max(lease / 4, 0.25), 5.0))
         self.presence = Presence(self.store, self.name, self.queues, concurrency,
                                  self.heartbeat_interval)  # fmt: skip
+        # Duties besides running jobs, on a thread of their own (schedule/).
+        services: list[Service] = []
+        if app.retention is not None:
+            services.append(Pruner(self.store, self.name, app.retention, every=prune_every))
+        self.ticker = Ticker(services, f"onceq-ticker-{self.name}")
         self.recorder = Recorder(self)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,6 +191,7 @@ class Worker:
                                       daemon=True)  # fmt: skip
             thread.start()
             self._services.append(thread)
+        self.ticker.start()
 
     def _install_signals(self) -> Callable[[], object]:
         """SIGTERM/SIGINT drain; a second one exits at once (see signals.install)."""
@@ -445,6 +456,7 @@ class Worker:
         """Drain: release unstarted jobs, let running ones finish within the grace
         period, record their outcomes, stop the threads (run() does this)."""
         self._draining = True
+        self.ticker.stop()
         self._release_unstarted()
         deadline = time.monotonic() + self.grace
         while True:

@@ -32,3 +32,85 @@ DELETE FROM onceq_workers WHERE expires_at < now() RETURNING name;
 -- name: worker_list
 SELECT name, host, pid, queues, concurrency, version, started_at, last_seen
 FROM onceq_workers ORDER BY started_at, name;
+
+-- Retention: each statement deletes at most `limit` rows, oldest first, of what
+-- finished more than `older_than` seconds ago, so one transaction of it holds few row
+-- locks, briefly. SKIP LOCKED: rows another pruner holds are its to delete.
+
+-- name: job_prune
+-- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE), counted
+-- by queue, task and status for the counters (Store._pruned).
+WITH doomed AS (
+    SELECT id FROM onceq_jobs
+    WHERE run_id IS NULL AND finished_at IS NOT NULL
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM onceq_jobs AS j USING doomed WHERE j.id = doomed.id
+    RETURNING j.queue, j.task, j.status
+)
+SELECT queue, task, status, count(*)::int AS n FROM gone GROUP BY queue, task, status;
+
+-- name: run_jobs_prune
+-- The finished jobs of workflow runs that ended that long ago (a job still running in
+-- a cancelled run stays until it has finished).
+WITH doomed AS (
+    SELECT j.id FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
+    WHERE r.finished_at IS NOT NULL
+      AND r.finished_at < now() - make_interval(secs => %(older_than)s)
+      AND j.status IN ('succeeded', 'failed', 'cancelled')
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), gone AS (
+    DELETE FROM onceq_jobs AS j USING doomed WHERE j.id = doomed.id
+    RETURNING j.queue, j.task, j.status
+)
+SELECT queue, task, status, count(*)::int AS n FROM gone GROUP BY queue, task, status;
+
+-- name: step_items_prune
+-- The fan-out items of those runs (a large fan-out goes in several transactions).
+WITH doomed AS (
+    SELECT i.ctid AS row FROM onceq_runs AS r JOIN onceq_step_items AS i ON i.run_id = r.id
+    WHERE r.finished_at IS NOT NULL
+      AND r.finished_at < now() - make_interval(secs => %(older_than)s)
+    LIMIT %(limit)s
+    FOR UPDATE OF i SKIP LOCKED
+)
+DELETE FROM onceq_step_items WHERE ctid IN (SELECT row FROM doomed);
+
+-- name: run_prune
+-- Runs that ended that long ago and have no job left (their steps go with them). Job
+-- rows were locked before, in their own statement: the lock order stays jobs, then runs.
+WITH doomed AS (
+    SELECT id FROM onceq_runs AS r
+    WHERE finished_at IS NOT NULL
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND NOT EXISTS (SELECT 1 FROM onceq_jobs AS j WHERE j.run_id = r.id)
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM onceq_runs AS r USING doomed WHERE r.id = doomed.id RETURNING r.id;
+
+-- name: maintenance_insert
+INSERT INTO onceq_maintenance (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING;
+
+-- name: maintenance_take
+-- The duty for %(holder)s if it holds it already (its lease is extended), or if it is
+-- due and nobody holds it (or its holder's lease has run out: that holder died).
+UPDATE onceq_maintenance
+SET holder = %(holder)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s),
+    started_at = CASE WHEN holder = %(holder)s THEN started_at ELSE now() END
+WHERE name = %(name)s
+  AND (holder = %(holder)s
+       OR (due_at <= now() AND (holder IS NULL OR lease_expires_at < now())))
+RETURNING name;
+
+-- name: maintenance_done
+-- A pass is over: due again in %(every)s seconds. (Only by its holder.)
+UPDATE onceq_maintenance
+SET holder = NULL, lease_expires_at = NULL,
+    due_at = now() + make_interval(secs => %(every)s), finished_at = now()
+WHERE name = %(name)s AND holder = %(holder)s;

@@ -30,3 +30,63 @@ DELETE FROM onceq_workers WHERE expires_at < :now RETURNING name;
 -- name: worker_list
 SELECT name, host, pid, queues, concurrency, version, started_at, last_seen
 FROM onceq_workers ORDER BY started_at, name;
+
+-- Retention: each statement deletes at most `limit` rows, oldest first, of what finished
+-- more than `older_than` seconds ago, so one transaction of it holds the file briefly.
+
+-- name: job_prune
+-- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE). One row
+-- per job deleted, for the counters (Store._pruned). (PostgreSQL returns them counted.)
+DELETE FROM onceq_jobs WHERE id IN (
+    SELECT id FROM onceq_jobs
+    WHERE run_id IS NULL AND finished_at IS NOT NULL AND finished_at < :now - :older_than
+      AND status IN ('succeeded', 'failed', 'cancelled')
+    ORDER BY finished_at LIMIT :limit)
+RETURNING queue, task, status, 1 AS n;
+
+-- name: run_jobs_prune
+-- The finished jobs of workflow runs that ended that long ago (a job still running in
+-- a cancelled run stays until it has finished).
+DELETE FROM onceq_jobs WHERE id IN (
+    SELECT j.id FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
+    WHERE r.finished_at IS NOT NULL AND r.finished_at < :now - :older_than
+      AND j.status IN ('succeeded', 'failed', 'cancelled')
+    LIMIT :limit)
+RETURNING queue, task, status, 1 AS n;
+
+-- name: step_items_prune
+-- The fan-out items of those runs (a large fan-out goes in several transactions).
+DELETE FROM onceq_step_items WHERE (run_id, step, item) IN (
+    SELECT i.run_id, i.step, i.item FROM onceq_runs AS r
+    JOIN onceq_step_items AS i ON i.run_id = r.id
+    WHERE r.finished_at IS NOT NULL AND r.finished_at < :now - :older_than
+    LIMIT :limit);
+
+-- name: run_prune
+-- Runs that ended that long ago and have no job left (their steps go with them).
+DELETE FROM onceq_runs WHERE id IN (
+    SELECT id FROM onceq_runs AS r
+    WHERE finished_at IS NOT NULL AND finished_at < :now - :older_than
+      AND NOT EXISTS (SELECT 1 FROM onceq_jobs AS j WHERE j.run_id = r.id)
+    ORDER BY finished_at LIMIT :limit)
+RETURNING id;
+
+-- name: maintenance_insert
+INSERT INTO onceq_maintenance (name, due_at) VALUES (:name, :now) ON CONFLICT (name) DO NOTHING;
+
+-- name: maintenance_take
+-- The duty for :holder if it holds it already (its lease is extended), or if it is due
+-- and nobody holds it (or its holder's lease has run out: that holder died).
+UPDATE onceq_maintenance
+SET holder = :holder, lease_expires_at = :now + :lease,
+    started_at = CASE WHEN holder IS :holder THEN started_at ELSE :now END
+WHERE name = :name
+  AND (holder IS :holder
+       OR (due_at <= :now AND (holder IS NULL OR lease_expires_at < :now)))
+RETURNING name;
+
+-- name: maintenance_done
+-- A pass is over: due again in :every seconds. (Only by its holder.)
+UPDATE onceq_maintenance
+SET holder = NULL, lease_expires_at = NULL, due_at = :now + :every, finished_at = :now
+WHERE name = :name AND holder IS :holder;

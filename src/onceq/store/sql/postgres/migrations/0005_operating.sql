@@ -15,3 +15,21 @@ CREATE TABLE onceq_workers (
     last_seen   timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL
 );
+
+-- Duties one worker at a time does for all (a retention pass): a row each, leased to
+-- its holder while it works, due again `every` seconds after its last pass ended.
+CREATE TABLE onceq_maintenance (
+    name             text PRIMARY KEY,
+    holder           text,
+    lease_expires_at timestamptz,
+    due_at           timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    finished_at      timestamptz
+);
+
+-- Retention finds what to delete, oldest first, without reading anything else: the
+-- finished jobs outside workflow runs, and the finished runs (their jobs are found
+-- through onceq_jobs_dispatch).
+CREATE INDEX onceq_jobs_finished ON onceq_jobs (finished_at)
+    WHERE run_id IS NULL AND finished_at IS NOT NULL;
+CREATE INDEX onceq_runs_finished ON onceq_runs (finished_at) WHERE finished_at IS NOT NULL;

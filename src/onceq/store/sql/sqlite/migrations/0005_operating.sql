@@ -12,3 +12,16 @@ CREATE TABLE onceq_workers (
     last_seen   REAL NOT NULL,
     expires_at  REAL NOT NULL
 );
+
+CREATE TABLE onceq_maintenance (
+    name             TEXT PRIMARY KEY,
+    holder           TEXT,
+    lease_expires_at REAL,
+    due_at           REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL
+);
+
+CREATE INDEX onceq_jobs_finished ON onceq_jobs (finished_at)
+    WHERE run_id IS NULL AND finished_at IS NOT NULL;
+CREATE INDEX onceq_runs_finished ON onceq_runs (finished_at) WHERE finished_at IS NOT NULL;
