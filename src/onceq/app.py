@@ -24,6 +24,7 @@ from onceq.task import Task
 DEFAULT_RETENTION = "7d"
 
 if TYPE_CHECKING:
+    from onceq.schedule.periodic import Periodic
     from onceq.worker import Worker
     from onceq.workflow import Workflow
 
@@ -66,6 +67,7 @@ class App:
         self.default_queue = default_queue
         self.migrate = migrate
         self.tasks: dict[str, Task[..., Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
         self._store: Store | None = None
         self.max_payload = max_payload
         self.retention = None if retention is None else seconds(retention, "retention")
@@ -188,6 +190,43 @@ class App:
         if fn is not None:
             return register(fn)
         return register  # type: ignore[return-value]  # one function behind both overloads
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        every: float | None = None,
+        catch_up: int = 1,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any] | Task[..., Any]], Task[..., Any]]:
+        """Run a task on a schedule: `@app.periodic(cron="*/5 * * * *",
+        timezone="Europe/Paris")` or `@app.periodic(every=30)` (seconds), on a task or
+        on a plain function (registered as a task with `task_options`).
+
+        The app's workers enqueue each tick exactly once, whichever of them comes first;
+        the handler may take `tick: datetime`, the tick's time. After downtime only the
+        latest `catch_up` missed ticks are enqueued. A cron expression is read on the
+        wall clock of `timezone` (UTC if None): a local time the clock skips is no
+        tick, and one it repeats is one tick."""
+        from onceq.schedule.periodic import Periodic
+
+        def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
+            if isinstance(target, Task):
+                if task_options:
+                    given = ", ".join(sorted(task_options))
+                    raise ConfigError(f"periodic task {target.name}: {given} go(es) on @app.task")
+                if target.app is not self:
+                    raise ConfigError(f"periodic task {target.name}: a task of another app")
+                task = target
+            else:
+                task = self.task(**task_options)(target)
+            self.periodics[task.name] = Periodic.make(
+                task, cron=cron, timezone=timezone, every=every, catch_up=catch_up
+            )
+            return task
+
+        return register
 
     def get_task(self, name: str) -> Task[..., Any]:
         """A registered task by name, or UnknownTask (with a guess for a near miss)."""

@@ -248,3 +248,20 @@ class WorkerRecord:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601)."""
         return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicRecord:
+    """A periodic task as stored: its schedule, the latest tick enqueued and its job."""
+
+    name: str
+    spec: dict[str, Any]
+    last_tick: datetime | None
+    last_job: int | None
+    last_status: JobStatus | None  # None once that job was pruned
+    created_at: datetime
+    seen_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)

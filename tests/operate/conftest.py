@@ -29,14 +29,14 @@ def _reap_fleets() -> Iterator[None]:
 
 
 def fleet(
-    url: str, log: Path, *args: str, env: dict[str, str] | None = None
+    url: str, log: Path, *args: str, env: dict[str, str] | None = None, app: str = APP
 ) -> subprocess.Popen[bytes]:
     """`onceq worker --app tests.operate.apps:app …`, leading a process group of its own;
     its log goes to `log`."""
     environment = {**os.environ, "ONCEQ_URL": url, **(env or {})}
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "onceq", "worker", "--app", APP, *args],
+            [sys.executable, "-m", "onceq", "worker", "--app", app, *args],
             cwd=ROOT, env=environment, stderr=out, start_new_session=True,
         )  # fmt: skip
     _STARTED.append(process)

@@ -72,7 +72,45 @@ def prune(
     )
 
 
+def periodic(url: UrlOption = None, as_json: JsonFlag = False) -> None:
+    """The periodic tasks the workers know: schedule, last tick enqueued, next tick."""
+    from onceq.schedule.cron import from_spec
+
+    with store_at(url) as store:
+        found = store.periodic_list()
+    now = datetime.now(UTC)
+    listed = []
+    for p in found:
+        with errors():
+            schedule = from_spec(p.spec)
+        since = p.last_tick or p.created_at
+        upcoming = schedule.after(since)
+        listed.append((p, schedule, upcoming))
+    if as_json:
+        print_json({"periodic": [
+            {**p.to_json(), "next_tick": None if nxt is None else schedule.local(nxt).isoformat(),
+             "overdue": nxt is not None and nxt <= now}
+            for p, schedule, nxt in listed
+        ]})  # fmt: skip
+        return
+    table = Table(title=f"{len(found)} periodic task(s)", title_justify="left")
+    for name in ("task", "schedule", "catch up", "last tick", "last job", "next tick"):
+        table.add_column(name, overflow="fold")
+    for p, schedule, nxt in listed:
+        spec = p.spec
+        shown = (f"every {spec['every']:g}s" if "every" in spec
+                 else f"{spec.get('cron')} ({spec.get('timezone') or 'UTC'})")  # fmt: skip
+        last = "" if p.last_tick is None else schedule.local(p.last_tick).isoformat()
+        job = "" if p.last_job is None else f"{p.last_job} ({p.last_status or 'pruned'})"
+        coming = "" if nxt is None else schedule.local(nxt).isoformat()
+        if nxt is not None and nxt <= now:
+            coming += " (due: no worker has enqueued it yet)"
+        table.add_row(escape(p.name), escape(shown), str(spec.get("catch_up", 1)), last, job,
+                      coming)  # fmt: skip
+    console.print(table)
+
+
 def register(cli: typer.Typer) -> None:
     """Add these commands to the `onceq` app."""
-    for command in (workers, prune):
+    for command in (workers, prune, periodic):
         cli.command()(command)

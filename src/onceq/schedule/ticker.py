@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 log = logging.getLogger("onceq.worker")
@@ -63,3 +64,20 @@ class Ticker:
                     log.warning("%s failed (%s: %s); again in %.1fs", type(service).__name__,
                                 type(exc).__name__, exc, pause[i])  # fmt: skip
             self._stop.wait(max(0.0, min(due) - time.monotonic()))
+
+
+class WallClock:
+    """A service that counts in wall-clock time (`run_once(now: datetime) -> datetime`,
+    like the Scheduler), run by the Ticker, which counts in time.monotonic()."""
+
+    def __init__(self, service: WallClockService, longest: float = 60.0) -> None:
+        self.service, self.longest = service, longest
+
+    def run_once(self, now: float) -> float:
+        wall = datetime.now(UTC)
+        wait = (self.service.run_once(wall) - wall).total_seconds()
+        return now + min(max(wait, 0.0) + 0.001, self.longest)  # a clock jump costs a minute
+
+
+class WallClockService(Protocol):
+    def run_once(self, now: datetime) -> datetime: ...

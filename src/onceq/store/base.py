@@ -29,6 +29,7 @@ from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJ
 from onceq.store import jsoncodec, queries, rows
 from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
+from onceq.store.periodic import PeriodicVerbs
 from onceq.store.registry import WorkerVerbs
 from onceq.store.retention import RetentionVerbs
 from onceq.store.transitions import (
@@ -56,7 +57,7 @@ T = TypeVar("T")
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
 
 
-class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, ABC):
+class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, PeriodicVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]

@@ -13,6 +13,7 @@ from onceq.models import (
     BatchTaskRecord,
     Job,
     Lease,
+    PeriodicRecord,
     Run,
     StepState,
     WorkerRecord,
@@ -129,6 +130,20 @@ def worker(row: Row) -> WorkerRecord:
         version=row["version"],
         started_at=dt(row["started_at"]),
         last_seen=dt(row["last_seen"]),
+    )
+
+
+def periodic(row: Row) -> PeriodicRecord:
+    """A periodic task's row (with its last job's status)."""
+    spec = json_or_raw(row["spec"])
+    return PeriodicRecord(
+        name=row["name"],
+        spec=spec if isinstance(spec, dict) else {},
+        last_tick=dt_or_none(row["last_tick"]),
+        last_job=row["last_job"],
+        last_status=row["last_status"],
+        created_at=dt(row["created_at"]),
+        seen_at=dt(row["seen_at"]),
     )
 
 

@@ -38,8 +38,9 @@ from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
+from onceq.schedule.periodic import Scheduler
 from onceq.schedule.retention import PRUNE_EVERY, Pruner
-from onceq.schedule.ticker import Service, Ticker
+from onceq.schedule.ticker import Service, Ticker, WallClock
 from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.urls import redact
@@ -78,7 +79,7 @@ class Worker:
     not start, lets running ones finish within `grace` seconds, and returns; a second
     signal exits at once. On a thread of its own it takes its turn at the store-wide
     duties (schedule/): retention passes (one worker at a time, due every `prune_every`
-    seconds, when the app has a `retention`).
+    seconds, when the app has a `retention`) and the app's periodic tasks' ticks.
     """
 
     def __init__(
@@ -118,6 +119,8 @@ class Worker:
                                  self.heartbeat_interval)  # fmt: skip
         # Duties besides running jobs, on a thread of their own (schedule/).
         services: list[Service] = []
+        if app.periodics:
+            services.append(WallClock(Scheduler(self.store, list(app.periodics.values()))))
         if app.retention is not None:
             services.append(Pruner(self.store, self.name, app.retention, every=prune_every))
         self.ticker = Ticker(services, f"onceq-ticker-{self.name}")

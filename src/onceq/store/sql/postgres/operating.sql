@@ -114,3 +114,32 @@ UPDATE onceq_maintenance
 SET holder = NULL, lease_expires_at = NULL,
     due_at = now() + make_interval(secs => %(every)s), finished_at = now()
 WHERE name = %(name)s AND holder = %(holder)s;
+
+-- Periodic ticks.
+
+-- name: periodic_register
+-- A periodic task's row, made the first time a worker knows it (its ticks count from
+-- then), its schedule updated after; returns where it stands.
+INSERT INTO onceq_periodic (name, spec) VALUES (%(name)s, %(spec)s::json)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, seen_at = now()
+RETURNING name, last_tick, created_at;
+
+-- name: periodic_advance
+-- Compare-and-set: the task's last tick becomes %(tick)s only if it was earlier. No row:
+-- this tick (or a later one) was enqueued already, by this worker or another. (Two
+-- workers at once: the second waits for the first's row lock, then finds the new tick.)
+UPDATE onceq_periodic SET last_tick = %(tick)s
+WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
+RETURNING name;
+
+-- name: periodic_set_job
+UPDATE onceq_periodic SET last_job = %(job_id)s WHERE name = %(name)s;
+
+-- name: periodic_last_tick
+SELECT last_tick FROM onceq_periodic WHERE name = %(name)s;
+
+-- name: periodic_list
+SELECT p.name, p.spec, p.last_tick, p.last_job, p.created_at, p.seen_at,
+       j.status AS last_status
+FROM onceq_periodic AS p LEFT JOIN onceq_jobs AS j ON j.id = p.last_job
+ORDER BY p.name;

@@ -90,3 +90,31 @@ RETURNING name;
 UPDATE onceq_maintenance
 SET holder = NULL, lease_expires_at = NULL, due_at = :now + :every, finished_at = :now
 WHERE name = :name AND holder IS :holder;
+
+-- Periodic ticks.
+
+-- name: periodic_register
+-- A periodic task's row, made the first time a worker knows it (its ticks count from
+-- then), its schedule updated after; returns where it stands.
+INSERT INTO onceq_periodic (name, spec, created_at, seen_at) VALUES (:name, :spec, :now, :now)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, seen_at = :now
+RETURNING name, last_tick, created_at;
+
+-- name: periodic_advance
+-- Compare-and-set: the task's last tick becomes :tick only if it was earlier. No row:
+-- this tick (or a later one) was enqueued already, by this worker or another.
+UPDATE onceq_periodic SET last_tick = :tick
+WHERE name = :name AND (last_tick IS NULL OR last_tick < :tick)
+RETURNING name;
+
+-- name: periodic_set_job
+UPDATE onceq_periodic SET last_job = :job_id WHERE name = :name;
+
+-- name: periodic_last_tick
+SELECT last_tick FROM onceq_periodic WHERE name = :name;
+
+-- name: periodic_list
+SELECT p.name, p.spec, p.last_tick, p.last_job, p.created_at, p.seen_at,
+       j.status AS last_status
+FROM onceq_periodic AS p LEFT JOIN onceq_jobs AS j ON j.id = p.last_job
+ORDER BY p.name;

@@ -33,3 +33,17 @@ CREATE TABLE onceq_maintenance (
 CREATE INDEX onceq_jobs_finished ON onceq_jobs (finished_at)
     WHERE run_id IS NULL AND finished_at IS NOT NULL;
 CREATE INDEX onceq_runs_finished ON onceq_runs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- Periodic tasks: a row per task with a schedule. `last_tick` is the latest tick
+-- enqueued and only moves forward, by compare-and-set in the transaction that inserts
+-- the tick's job: a tick at or before it is never enqueued again, even once its job
+-- (and so its unique key) has been pruned. A new schedule's first tick is the first
+-- one after `created_at`.
+CREATE TABLE onceq_periodic (
+    name       text PRIMARY KEY,  -- the task's name
+    spec       json NOT NULL,     -- its schedule: {"every": s} or {"cron", "timezone"}, catch_up
+    last_tick  timestamptz,
+    last_job   bigint,            -- that tick's job (pruned jobs leave the id behind)
+    created_at timestamptz NOT NULL DEFAULT now(),
+    seen_at    timestamptz NOT NULL DEFAULT now()  -- last registered by a worker
+);

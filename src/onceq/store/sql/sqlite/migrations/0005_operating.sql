@@ -25,3 +25,12 @@ CREATE TABLE onceq_maintenance (
 CREATE INDEX onceq_jobs_finished ON onceq_jobs (finished_at)
     WHERE run_id IS NULL AND finished_at IS NOT NULL;
 CREATE INDEX onceq_runs_finished ON onceq_runs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE onceq_periodic (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL CHECK (json_valid(spec)),
+    last_tick  REAL,
+    last_job   INTEGER,
+    created_at REAL NOT NULL,
+    seen_at    REAL NOT NULL
+);
