@@ -265,3 +265,19 @@ class PeriodicRecord:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601)."""
         return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What one SQLite WAL checkpoint did: `complete` when every page of the WAL is now
+    in the database file (then the WAL can start over from its beginning)."""
+
+    mode: str  # PASSIVE or TRUNCATE
+    busy: bool  # it could not run to its end (others were writing or reading)
+    wal_pages: int
+    moved_pages: int
+    wal_bytes: int  # the WAL file's size after it
+
+    @property
+    def complete(self) -> bool:
+        return not self.busy and self.moved_pages >= self.wal_pages

@@ -25,7 +25,18 @@ from typing import Any, ClassVar, TypeVar
 
 from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
-from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
+from onceq.models import (
+    FINISHED,
+    Attempt,
+    Checkpoint,
+    Failure,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    Rescued,
+    Run,
+)
 from onceq.store import jsoncodec, queries, rows
 from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
@@ -141,6 +152,11 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, Peri
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def wal_checkpoint(self, mode: str = "PASSIVE") -> Checkpoint | None:
+        """Checkpoint the write-ahead log (SQLite): PASSIVE, or TRUNCATE when idle. None
+        where there is nothing to do (PostgreSQL)."""
+        return None
 
     def _emit(self, notes: Sequence[Note]) -> None:
         """Log what a committed transaction noted: the one place every verb's effects

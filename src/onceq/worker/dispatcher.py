@@ -41,6 +41,7 @@ from onceq.models import Lease
 from onceq.schedule.periodic import Scheduler
 from onceq.schedule.retention import PRUNE_EVERY, Pruner
 from onceq.schedule.ticker import Service, Ticker, WallClock
+from onceq.schedule.upkeep import Checkpointer
 from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.urls import redact
@@ -79,7 +80,8 @@ class Worker:
     not start, lets running ones finish within `grace` seconds, and returns; a second
     signal exits at once. On a thread of its own it takes its turn at the store-wide
     duties (schedule/): retention passes (one worker at a time, due every `prune_every`
-    seconds, when the app has a `retention`) and the app's periodic tasks' ticks.
+    seconds, when the app has a `retention`), the app's periodic tasks' ticks, and the
+    SQLite WAL's checkpoints.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class Worker:
             services.append(WallClock(Scheduler(self.store, list(app.periodics.values()))))
         if app.retention is not None:
             services.append(Pruner(self.store, self.name, app.retention, every=prune_every))
+        services.append(Checkpointer(self.store, lambda: self._idle and not len(self.leases)))
         self.ticker = Ticker(services, f"onceq-ticker-{self.name}")
         self.recorder = Recorder(self)
         self._wake = threading.Event()

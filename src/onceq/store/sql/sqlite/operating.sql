@@ -118,3 +118,15 @@ SELECT p.name, p.spec, p.last_tick, p.last_job, p.created_at, p.seen_at,
        j.status AS last_status
 FROM onceq_periodic AS p LEFT JOIN onceq_jobs AS j ON j.id = p.last_job
 ORDER BY p.name;
+
+-- SQLite upkeep (PostgreSQL needs none of it). Run outside any transaction.
+
+-- name: wal_checkpoint_passive
+-- Copies what it can of the WAL into the database file without waiting for anyone.
+-- Returns (busy, WAL pages, pages copied).
+PRAGMA wal_checkpoint(PASSIVE);
+
+-- name: wal_checkpoint_truncate
+-- Copies the whole WAL and truncates it to zero bytes; waits (the busy timeout) for
+-- readers and writers, so it runs only when the worker is idle.
+PRAGMA wal_checkpoint(TRUNCATE);
