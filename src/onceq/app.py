@@ -166,6 +166,8 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         subprocess: bool = False,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> _Register: ...
 
     def task(  # type: ignore[misc]  # one implementation behind the overloads
@@ -178,6 +180,9 @@ class App:
         one of `retry_on`. `timeout` bounds one attempt: async handlers are cancelled,
         `subprocess=True` handlers killed, thread handlers abandoned (their late result
         is refused). Plain functions run on threads, `async def` ones on an event loop.
+        `concurrency=N` runs at most N of its jobs at once, across every worker; with
+        `concurrency_key="customer:{customer_id}"`, at most N per key, the key made from
+        the job's arguments (a job waiting for its key never holds up other keys).
         """
 
         def register(handler: Callable[..., Any]) -> Task[..., Any]:

@@ -43,6 +43,9 @@ class NewJob:
     run_id: int | None = None
     step: str | None = None
     item: int | None = None
+    # At most `concurrency_limit` jobs with this key run at once, across every worker.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class Job(Generic[R]):
     run_id: int | None
     step: str | None
     item: int | None
+    concurrency_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601)."""

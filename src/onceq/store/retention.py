@@ -85,6 +85,7 @@ class RetentionVerbs:
                 out.runs = len(tx.all("run_prune", {**params, "limit": left}))
                 left -= out.runs
             out.done = left > 0
+            tx.run("slot_reap", {})  # slots of keys no claim has come back to
             self._pruned(tx, out.jobs)
             return out
 

@@ -48,6 +48,7 @@ def job(row: Row) -> Job:
         run_id=row["run_id"],
         step=row["step"],
         item=row["item"],
+        concurrency_key=row["concurrency_key"],
     )
 
 

@@ -103,6 +103,8 @@ class SqliteStore(Store):
     """A job store on one SQLite file (or `:memory:`, for one process)."""
 
     dialect = "sqlite"
+    # No data-modifying CTEs here: the slots go in first, then the jobs they hold.
+    keyed_claim = ("slot_reap", "slot_take", "job_claim_keyed")
 
     def __init__(
         self, url: str, parsed: StoreURL, *, clock: Callable[[], float] = time.time

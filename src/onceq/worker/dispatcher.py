@@ -117,6 +117,9 @@ class Worker:
         self.heartbeat_interval = self.heartbeat.interval
         self.keeper = LeaseKeeper(self.leases, lease, self.heartbeat_interval / 2, self._give_up)
         self.rescuer = Rescuer(self.store, rescue_interval or min(max(lease / 4, 0.25), 5.0))
+        # Claims take keyed jobs (each with a slot of its key) only where the app has
+        # tasks with a concurrency limit: other workers' claims stay as they were.
+        self.keyed = any(t.concurrency is not None for t in app.tasks.values())
         self.presence = Presence(self.store, self.name, self.queues, concurrency,
                                  self.heartbeat_interval)  # fmt: skip
         # Duties besides running jobs, on a thread of their own (schedule/).
@@ -244,7 +247,8 @@ class Worker:
             if successes:
                 leases = self.recorder.write_successes(successes, free, claim)
             elif free > 0 and (not self._idle or self.store.job_claimable(self.queues)):
-                leases = self.store.job_claim(self.name, self.queues, free, self.lease, claim=claim)
+                leases = self.store.job_claim(self.name, self.queues, free, self.lease,
+                                              claim=claim, keyed=self.keyed)  # fmt: skip
             else:
                 return started
         except OutcomeUnknown:

@@ -143,3 +143,78 @@ SELECT p.name, p.spec, p.last_tick, p.last_job, p.created_at, p.seen_at,
        j.status AS last_status
 FROM onceq_periodic AS p LEFT JOIN onceq_jobs AS j ON j.id = p.last_job
 ORDER BY p.name;
+
+-- Concurrency limits per key. A keyed job runs only while holding a slot row: one of
+-- the numbers 0..limit-1 of its key, under the primary key, bound to its lease (job id
+-- and token). Two claims of the same slot at once: the second one's insert waits for
+-- the first and then inserts nothing (ON CONFLICT DO NOTHING), so its job stays
+-- pending — never more than `limit` jobs of a key run.
+
+-- name: slot_reap
+-- Slots whose job no longer runs under their token (it ended, was rescued, re-claimed
+-- or cancelled: once so, never again) are free: their rows go. (A slot row is visible
+-- only with its claim committed, job and all, so "not running" here is never a claim
+-- still in flight.) SKIP LOCKED: a row another claim is reaping is its to delete.
+WITH dead AS (
+    SELECT s.key, s.slot FROM onceq_concurrency_slots AS s
+    WHERE NOT EXISTS (SELECT 1 FROM onceq_jobs AS j
+                      WHERE j.id = s.job_id AND j.lease_token = s.token
+                        AND j.status = 'running')
+    FOR UPDATE OF s SKIP LOCKED
+)
+DELETE FROM onceq_concurrency_slots AS s USING dead
+WHERE s.key = dead.key AND s.slot = dead.slot;
+
+-- name: job_claim_keyed
+-- Moves up to %(limit)s due keyed jobs of these queues (%(queues)s, a JSON array; NULL:
+-- all but the reserved ones) to running, each with a slot of its key, in one
+-- statement. Jobs whose key is at its limit are stepped over, so the other keys' jobs
+-- behind them are not held up; among the first %(scan)s candidates, the n-th job of a
+-- key tries that key's n-th free slot number. Only the jobs whose slot insert went in
+-- are claimed. The slots go in ordered by (key, slot), the same order in every claim,
+-- so two claims waiting on each other's inserts cannot deadlock. As job_claim, no
+-- attempt record: the running attempt lives on the job row.
+WITH cand AS MATERIALIZED (
+    SELECT j.id, j.concurrency_key AS key, j.concurrency_limit AS lim, j.lease_token,
+           j.priority, j.run_at
+    FROM onceq_jobs AS j
+    WHERE j.status = 'pending' AND j.concurrency_key IS NOT NULL AND j.run_at <= now()
+      AND (%(queues)s::json IS NULL AND left(j.queue, 6) <> 'onceq.'
+           OR j.queue IN (SELECT json_array_elements_text(%(queues)s::json)))
+      AND (SELECT count(*) FROM onceq_concurrency_slots AS s
+           WHERE s.key = j.concurrency_key) < j.concurrency_limit
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(scan)s
+    FOR UPDATE OF j SKIP LOCKED
+), ranked AS (
+    SELECT cand.*, row_number() OVER (PARTITION BY key ORDER BY priority DESC, run_at, id) AS n
+    FROM cand
+), free AS (
+    SELECT k.key, s.slot, row_number() OVER (PARTITION BY k.key ORDER BY s.slot) AS n
+    FROM (SELECT key, max(lim) AS lim FROM cand GROUP BY key) AS k
+    CROSS JOIN LATERAL generate_series(0, k.lim - 1) AS s (slot)
+    WHERE NOT EXISTS (SELECT 1 FROM onceq_concurrency_slots AS x
+                      WHERE x.key = k.key AND x.slot = s.slot)
+), chosen AS (
+    SELECT r.key, f.slot, r.id, r.lease_token + 1 AS token
+    FROM ranked AS r JOIN free AS f ON f.key = r.key AND f.n = r.n AND f.slot < r.lim
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT %(limit)s
+), held AS (
+    INSERT INTO onceq_concurrency_slots (key, slot, job_id, token)
+    SELECT key, slot, id, token FROM chosen ORDER BY key, slot
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), claimed AS (
+    UPDATE onceq_jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
+        worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
+    FROM held
+    WHERE j.id = held.job_id AND j.status = 'pending'
+    RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
+              j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
+)
+SELECT 'claimed' AS kind, id, token, status, run_id, step, item, task, args, queue,
+       attempts, max_attempts, priority, run_at, false AS replayed
+FROM claimed;

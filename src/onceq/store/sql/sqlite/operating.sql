@@ -130,3 +130,66 @@ PRAGMA wal_checkpoint(PASSIVE);
 -- Copies the whole WAL and truncates it to zero bytes; waits (the busy timeout) for
 -- readers and writers, so it runs only when the worker is idle.
 PRAGMA wal_checkpoint(TRUNCATE);
+
+-- Concurrency limits per key. A keyed job runs only while holding a slot row: one of
+-- the numbers 0..limit-1 of its key, under the primary key, bound to its lease (job id
+-- and token). The three statements of a keyed claim run in one BEGIN IMMEDIATE
+-- transaction: the only writer, so what slot_take counts stays true until the commit.
+-- (PostgreSQL takes the slots and the jobs in one statement: it has data-modifying
+-- CTEs.)
+
+-- name: slot_reap
+-- Slots whose job no longer runs under their token (it ended, was rescued, re-claimed
+-- or cancelled: once so, never again) are free: their rows go.
+DELETE FROM onceq_concurrency_slots
+WHERE NOT EXISTS (SELECT 1 FROM onceq_jobs AS j
+                  WHERE j.id = onceq_concurrency_slots.job_id
+                    AND j.lease_token = onceq_concurrency_slots.token
+                    AND j.status = 'running');
+
+-- name: slot_take
+-- Slots for up to :limit due keyed jobs of these queues (:queues, a JSON array; NULL:
+-- all but the reserved ones), in claim order. Jobs whose key is at its limit are
+-- stepped over, so the other keys' jobs behind them are not held up; among the first
+-- :scan candidates, the n-th job of a key gets that key's n-th free slot number. The
+-- token is the one the claim will give the job (job_claim_keyed).
+WITH RECURSIVE cand AS (
+    SELECT j.id, j.concurrency_key AS key, j.concurrency_limit AS lim, j.lease_token,
+           j.priority, j.run_at
+    FROM onceq_jobs AS j
+    WHERE j.status = 'pending' AND j.concurrency_key IS NOT NULL AND j.run_at <= :now
+      AND (:queues IS NULL AND substr(j.queue, 1, 6) <> 'onceq.'
+           OR j.queue IN (SELECT value FROM json_each(:queues)))
+      AND (SELECT count(*) FROM onceq_concurrency_slots AS s
+           WHERE s.key = j.concurrency_key) < j.concurrency_limit
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT :scan
+), ranked AS (
+    SELECT cand.*, row_number() OVER (PARTITION BY key ORDER BY priority DESC, run_at, id) AS n
+    FROM cand
+), numbers (slot) AS (
+    SELECT 0 UNION ALL SELECT slot + 1 FROM numbers WHERE slot + 1 < (SELECT max(lim) FROM cand)
+), free AS (
+    SELECT k.key, numbers.slot,
+           row_number() OVER (PARTITION BY k.key ORDER BY numbers.slot) AS n
+    FROM (SELECT key, max(lim) AS lim FROM cand GROUP BY key) AS k
+    JOIN numbers ON numbers.slot < k.lim
+    WHERE NOT EXISTS (SELECT 1 FROM onceq_concurrency_slots AS x
+                      WHERE x.key = k.key AND x.slot = numbers.slot)
+)
+INSERT INTO onceq_concurrency_slots (key, slot, job_id, token)
+SELECT r.key, f.slot, r.id, r.lease_token + 1
+FROM ranked AS r JOIN free AS f ON f.key = r.key AND f.n = r.n AND f.slot < r.lim
+ORDER BY r.priority DESC, r.run_at, r.id
+LIMIT :limit;
+
+-- name: job_claim_keyed
+-- The keyed jobs slot_take just gave a slot (a pending job whose slot holds the token
+-- its claim is about to give it) move to running, as job_claim does for plain ones.
+UPDATE onceq_jobs AS j
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    lease_expires_at = :now + :lease, worker = :worker, started_at = :now, claim = :claim
+FROM onceq_concurrency_slots AS s
+WHERE s.job_id = j.id AND s.token = j.lease_token + 1 AND +j.status = 'pending'
+RETURNING id, lease_token, task, args, queue, attempts, max_attempts, run_id, step, item,
+          priority, run_at, lease_token AS token, status;

@@ -47,3 +47,24 @@ CREATE TABLE onceq_periodic (
     created_at timestamptz NOT NULL DEFAULT now(),
     seen_at    timestamptz NOT NULL DEFAULT now()  -- last registered by a worker
 );
+
+-- Concurrency limits per key: a job enqueued with a key and a limit N runs only while
+-- fewer than N jobs of its key run, across every worker. Slot rows make it so: a
+-- keyed claim holds one of the numbers 0..N-1 of its key under the unique primary key
+-- (a second claim of the same slot inserts nothing), bound to the job's lease (id and
+-- token): the slot is free once that job no longer runs under that token (it ended, was
+-- rescued, re-claimed or cancelled) and such dead rows are removed at the next keyed
+-- claim. Plain claims never take a keyed job.
+ALTER TABLE onceq_jobs ADD COLUMN concurrency_key text;
+ALTER TABLE onceq_jobs ADD COLUMN concurrency_limit integer
+    CHECK (concurrency_limit IS NULL OR concurrency_limit >= 1);
+CREATE INDEX onceq_jobs_claim_keyed ON onceq_jobs (priority DESC, run_at, id)
+    WHERE status = 'pending' AND concurrency_key IS NOT NULL;
+
+CREATE TABLE onceq_concurrency_slots (
+    key    text NOT NULL,
+    slot   integer NOT NULL,
+    job_id bigint NOT NULL,
+    token  bigint NOT NULL,
+    PRIMARY KEY (key, slot)
+);

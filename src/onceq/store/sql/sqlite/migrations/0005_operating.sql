@@ -34,3 +34,17 @@ CREATE TABLE onceq_periodic (
     created_at REAL NOT NULL,
     seen_at    REAL NOT NULL
 );
+
+ALTER TABLE onceq_jobs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE onceq_jobs ADD COLUMN concurrency_limit INTEGER
+    CHECK (concurrency_limit IS NULL OR concurrency_limit >= 1);
+CREATE INDEX onceq_jobs_claim_keyed ON onceq_jobs (priority DESC, run_at, id)
+    WHERE status = 'pending' AND concurrency_key IS NOT NULL;
+
+CREATE TABLE onceq_concurrency_slots (
+    key    TEXT NOT NULL,
+    slot   INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    token  INTEGER NOT NULL,
+    PRIMARY KEY (key, slot)
+) WITHOUT ROWID;
