@@ -11,6 +11,7 @@ from pathlib import Path
 
 from onceq.models import WorkerRecord
 from onceq.store import Store
+from onceq.worker.presence import Presence
 from tests.helpers import eventually
 from tests.operate.conftest import fleet, onceq, parent_of
 
@@ -38,6 +39,19 @@ def test_register_beat_list_expire_and_unregister(store: Store) -> None:
     store.worker_register(record("w2"))
     assert store.worker_unregister("w1") and not store.worker_unregister("w1")
     assert [w.name for w in store.worker_list()] == ["w2"]
+
+
+def test_a_worker_whose_row_expired_while_it_was_away_registers_again(store: Store) -> None:
+    presence = Presence(store, "paused-worker", ["q"], 2, beat_every=0.01)
+    presence.open()
+    assert presence.ttl == 60.0  # a few beats, at least a minute
+    store.worker_unregister("paused-worker")  # as an expiry by another worker would
+    presence.run_once(0.0)
+    assert [(w.name, w.queues, w.concurrency) for w in store.worker_list()] == [
+        ("paused-worker", ["q"], 2)
+    ]
+    presence.close()
+    assert store.worker_list() == []
 
 
 def test_a_fleet_is_listed_kept_fresh_and_gone_after_a_clean_exit(

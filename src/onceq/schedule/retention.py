@@ -1,10 +1,11 @@
 """Retention: finished jobs and runs older than the app's `retention` are deleted, by
 the workers themselves (one at a time) and by `onceq prune`.
 
-A pass deletes in small batches (`Store.prune_batch`, one short transaction each) and
-pauses between them, so that the pruner takes at most `duty` of the time — on SQLite,
-of the one write lock every worker needs: the fleet keeps its pace while a backlog of
-months goes. One worker at a time prunes: the pass is a duty leased in the store
+A pass deletes in small batches (`Store.prune_batch`, one short transaction each) and,
+while jobs are waiting, pauses between them so that it spends at most `duty` of the
+time in its transactions — on SQLite, holding the one write lock every worker needs:
+the fleet keeps its pace while a backlog of months goes. With no job waiting it goes
+on at once. One worker at a time prunes: the pass is a duty leased in the store
 (`maintenance_take`), due again `every` seconds after the last one ended, and taken
 over by another worker if its holder dies.
 """
@@ -12,7 +13,7 @@ over by another worker if its holder dies.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 
 from onceq import logs
 from onceq.store import Store
@@ -24,8 +25,8 @@ DUTY = "prune"
 PRUNE_EVERY = 60.0  # seconds between the end of a pass and the next one, store-wide
 CHECK_EVERY = 30.0  # how often each worker looks whether a pass is due
 LEASE = 60.0  # how long a holder keeps the duty without renewing it
-BATCH = 500  # rows per transaction
-DUTY_CYCLE = 0.05  # the share of the time a pass may spend in its transactions
+BATCH = 2000  # rows per transaction: ~20 ms of work (more rows per second than 500 at once)
+DUTY_CYCLE = 0.10  # while jobs wait: the share of time a pass may spend in transactions
 
 
 def prune(store: Store, older_than: float, *, limit: int = BATCH) -> Pruned:
@@ -52,8 +53,11 @@ class Pruner:
         batch: int = BATCH,
         duty: float = DUTY_CYCLE,
         check_every: float = CHECK_EVERY,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.store, self.holder, self.retention = store, holder, retention
+        # Whether jobs are waiting (then a pass keeps to its duty cycle).
+        self.busy = busy or (lambda: store.job_pending_exists(None))
         self.every, self.batch, self.duty, self.check_every = every, batch, duty, check_every
         self.holding = False
         self.renewed = 0.0
@@ -71,12 +75,12 @@ class Pruner:
                 self.holding = False
                 return now + self.check_every
             self.renewed = now
-        started = time.monotonic()
         batch = self.store.prune_batch(self.retention, self.batch)
-        took = time.monotonic() - started
         self.pass_total.add(batch)
         if not batch.done:
-            return time.monotonic() + took * (1 / self.duty - 1)
+            if not self.busy():
+                return now  # nothing waits for the workers: on at once
+            return now + batch.seconds * (1 / self.duty - 1)
         self.store.maintenance_done(DUTY, self.holder, self.every)
         self.holding = False
         if self.pass_total.job_count or self.pass_total.runs:
