@@ -36,14 +36,14 @@ class Periodic:
     """A task run on a schedule; its handler may take `tick: datetime`, the tick's time
     (in the schedule's time zone)."""
 
-    task: Task
+    task: Task[..., Any]
     schedule: Schedule
     catch_up: int = 1
 
     @classmethod
     def make(
         cls,
-        task: Task,
+        task: Task[..., Any],
         *,
         cron: str | None = None,
         timezone: str | None = None,

@@ -15,20 +15,13 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 
 from onceq.models import WorkerRecord
 from onceq.store import Store
 from onceq.store.registry import WORKER_TTL
+from onceq.version import __version__
 
 log = logging.getLogger("onceq.worker")
-
-
-def onceq_version() -> str:
-    try:
-        return metadata.version("onceq")
-    except metadata.PackageNotFoundError:  # run from a source tree
-        return "unknown"
 
 
 class Presence:
@@ -49,7 +42,7 @@ class Presence:
             pid=os.getpid(),
             queues=list(queues) if queues is not None else None,
             concurrency=concurrency,
-            version=onceq_version(),
+            version=__version__,
             started_at=datetime.now(UTC),
             last_seen=datetime.now(UTC),
         )
