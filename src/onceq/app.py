@@ -10,15 +10,21 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
-from onceq.errors import UnknownTask
+from onceq.durations import seconds
+from onceq.errors import ConfigError, UnknownTask
 from onceq.models import DEFAULT_QUEUE, Job, Run
 from onceq.store import Store, open_store
+from onceq.store.jsoncodec import DEFAULT_MAX_PAYLOAD
 from onceq.store.urls import parse_url, resolve
 from onceq.task import Task
 
+DEFAULT_RETENTION = "7d"
+
 if TYPE_CHECKING:
+    from onceq.schedule.periodic import Periodic
     from onceq.worker import Worker
     from onceq.workflow import Workflow
 
@@ -40,17 +46,31 @@ class App:
 
     `App()` uses ONCEQ_URL, else `sqlite:///onceq.db`. The store opens on first use (so
     importing a module that creates an App touches no database), once per process.
+    `max_payload` bounds a payload, a result or a workflow run's input, in bytes of JSON
+    (default 1 MiB; None: no bound): a larger payload is refused at enqueue, a larger
+    result fails its job, and nothing that large is stored. `retention` is how long
+    finished jobs and workflow runs are kept (seconds, a timedelta or text like "7d";
+    default 7 days): the app's workers delete older ones. None keeps everything.
     """
 
     def __init__(
-        self, url: str | None = None, *, default_queue: str = DEFAULT_QUEUE, migrate: bool = True
+        self,
+        url: str | None = None,
+        *,
+        default_queue: str = DEFAULT_QUEUE,
+        migrate: bool = True,
+        max_payload: int | None = DEFAULT_MAX_PAYLOAD,
+        retention: float | str | timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         self._url = url
         parse_url(resolve(url))  # a bad URL fails here, not at first use
         self.default_queue = default_queue
         self.migrate = migrate
         self.tasks: dict[str, Task[..., Any]] = {}
+        self.periodics: dict[str, Periodic] = {}
         self._store: Store | None = None
+        self.max_payload = max_payload
+        self.retention = None if retention is None else seconds(retention, "retention")
         self._store_pid = 0
         self._lock = threading.Lock()
 
@@ -64,6 +84,20 @@ class App:
         """The URL given to App(...) or use(), if any (the CLI's rule: --url, else
         ONCEQ_URL, else this, else sqlite:///onceq.db)."""
         return self._url
+
+    @property
+    def max_payload(self) -> int | None:
+        """The largest payload, result or run input, in bytes of JSON (None: any)."""
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"max_payload must be a positive number of bytes or None, "
+                              f"got {value!r}")  # fmt: skip
+        self._max_payload = value
+        if self._store is not None:
+            self._store.max_payload = value
 
     def use(self, url: str) -> None:
         """Point the app at another store (the CLI's --url); only before it is opened."""
@@ -79,6 +113,7 @@ class App:
             with self._lock:
                 if self._store is None or self._store_pid != os.getpid():
                     self._store = open_store(self.url, migrate=self.migrate)
+                    self._store.max_payload = self.max_payload
                     self._store_pid = os.getpid()
         return self._store
 
@@ -131,6 +166,8 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         subprocess: bool = False,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> _Register: ...
 
     def task(  # type: ignore[misc]  # one implementation behind the overloads
@@ -143,6 +180,9 @@ class App:
         one of `retry_on`. `timeout` bounds one attempt: async handlers are cancelled,
         `subprocess=True` handlers killed, thread handlers abandoned (their late result
         is refused). Plain functions run on threads, `async def` ones on an event loop.
+        `concurrency=N` runs at most N of its jobs at once, across every worker; with
+        `concurrency_key="customer:{customer_id}"`, at most N per key, the key made from
+        the job's arguments (a job waiting for its key never holds up other keys).
         """
 
         def register(handler: Callable[..., Any]) -> Task[..., Any]:
@@ -155,6 +195,43 @@ class App:
         if fn is not None:
             return register(fn)
         return register  # type: ignore[return-value]  # one function behind both overloads
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        every: float | None = None,
+        catch_up: int = 1,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any] | Task[..., Any]], Task[..., Any]]:
+        """Run a task on a schedule: `@app.periodic(cron="*/5 * * * *",
+        timezone="Europe/Paris")` or `@app.periodic(every=30)` (seconds), on a task or
+        on a plain function (registered as a task with `task_options`).
+
+        The app's workers enqueue each tick exactly once, whichever of them comes first;
+        the handler may take `tick: datetime`, the tick's time. After downtime only the
+        latest `catch_up` missed ticks are enqueued. A cron expression is read on the
+        wall clock of `timezone` (UTC if None): a local time the clock skips is no
+        tick, and one it repeats is one tick."""
+        from onceq.schedule.periodic import Periodic
+
+        def register(target: Callable[..., Any] | Task[..., Any]) -> Task[..., Any]:
+            if isinstance(target, Task):
+                if task_options:
+                    given = ", ".join(sorted(task_options))
+                    raise ConfigError(f"periodic task {target.name}: {given} go(es) on @app.task")
+                if target.app is not self:
+                    raise ConfigError(f"periodic task {target.name}: a task of another app")
+                task = target
+            else:
+                task = self.task(**task_options)(target)
+            self.periodics[task.name] = Periodic.make(
+                task, cron=cron, timezone=timezone, every=every, catch_up=catch_up
+            )
+            return task
+
+        return register
 
     def get_task(self, name: str) -> Task[..., Any]:
         """A registered task by name, or UnknownTask (with a guess for a near miss)."""

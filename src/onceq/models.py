@@ -43,6 +43,9 @@ class NewJob:
     run_id: int | None = None
     step: str | None = None
     item: int | None = None
+    # At most `concurrency_limit` jobs with this key run at once, across every worker.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class Job(Generic[R]):
     run_id: int | None
     step: str | None
     item: int | None
+    concurrency_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601)."""
@@ -226,3 +230,58 @@ class BatchRecord:
 
     def task(self, number: str) -> BatchTaskRecord:
         return next(t for t in self.tasks if t.number == number)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A live worker process, as the worker registry (`onceq workers`) shows it.
+
+    `queues` is None for a worker serving every unreserved queue. `started_at` is the
+    worker's own clock (when its process started), `last_seen` the store's (its last
+    heartbeat that got through)."""
+
+    name: str
+    host: str
+    pid: int
+    queues: list[str] | None
+    concurrency: int
+    version: str
+    started_at: datetime
+    last_seen: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicRecord:
+    """A periodic task as stored: its schedule, the latest tick enqueued and its job."""
+
+    name: str
+    spec: dict[str, Any]
+    last_tick: datetime | None
+    last_job: int | None
+    last_status: JobStatus | None  # None once that job was pruned
+    created_at: datetime
+    seen_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What one SQLite WAL checkpoint did: `complete` when every page of the WAL is now
+    in the database file (then the WAL can start over from its beginning)."""
+
+    mode: str  # PASSIVE or TRUNCATE
+    busy: bool  # it could not run to its end (others were writing or reading)
+    wal_pages: int
+    moved_pages: int
+    wal_bytes: int  # the WAL file's size after it
+
+    @property
+    def complete(self) -> bool:
+        return not self.busy and self.moved_pages >= self.wal_pages

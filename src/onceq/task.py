@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import random
+import string
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -83,6 +85,8 @@ class Task(Generic[P, R]):
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         subprocess: bool = False,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -109,6 +113,9 @@ class Task(Generic[P, R]):
         self._params = _payload_adapter(self.name, fn, self._signature)
         self._result = result_adapter(self.name, fn)
         self._fields: dict[str, TypeAdapter[Any]] = {}
+        self.concurrency = concurrency
+        self.concurrency_key = _key_template(self.name, self._signature, concurrency,
+                                             concurrency_key)  # fmt: skip
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -296,7 +303,26 @@ class Task(Generic[P, R]):
             run_at=run_at,
             max_attempts=self.max_attempts,
             key=key,
+            concurrency_key=self.limit_key(payload),
+            concurrency_limit=self.concurrency,
         )
+
+    def limit_key(self, payload: Mapping[str, Any]) -> str | None:
+        """The concurrency key of a job of this task, from its payload (None: no limit)."""
+        if self.concurrency_key is None:
+            return None
+        defaults = {
+            name: p.default
+            for name, p in self._signature.parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        values = {
+            k: v if isinstance(v, str) else json.dumps(v, default=str)
+            for k, v in {**defaults, **payload}.items()
+        }
+        key = self.concurrency_key.format_map(_Missing(self.name, values))
+        _check_names(key, "concurrency key")
+        return key
 
 
 class Call(Generic[P, R]):
@@ -469,6 +495,48 @@ def _describe(exc: ValidationError) -> str:
         else:
             parts.append(f"argument {loc!r}: {err['msg']} (got {_short(err.get('input'))})")
     return "; ".join(parts)
+
+
+class _Missing(dict[str, Any]):
+    """Payload values for a key template; a parameter left out (it has a default) is
+    named, in one line."""
+
+    def __init__(self, task: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.task = task
+
+    def __missing__(self, name: str) -> Any:
+        raise PayloadError(f"{self.task}: the concurrency key needs argument {name!r}")
+
+
+def _key_template(
+    name: str, signature: inspect.Signature, limit: int | None, template: str | None
+) -> str | None:
+    """A task's concurrency key template, checked: `{param}` fields of its handler only.
+    `concurrency` alone limits the task as a whole (its name is the key)."""
+    if limit is None:
+        if template is not None:
+            raise ValueError(f"task {name}: concurrency_key needs concurrency=N (the limit)")
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"task {name}: concurrency must be a whole number >= 1, got {limit!r}")
+    if template is None:
+        return name.replace("{", "{{").replace("}", "}}")
+    if not isinstance(template, str) or not template:
+        raise ValueError(f"task {name}: concurrency_key must be a text template")
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"task {name}: bad concurrency_key {template!r}: {exc}") from None
+    for _, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if field not in signature.parameters or spec or conversion:
+            raise ValueError(
+                f"task {name}: concurrency_key {template!r} may only use {{parameter}} "
+                f"fields of the handler; {field!r} is not one"
+            )
+    return template
 
 
 def _check_names(value: Any, what: str) -> None:

@@ -84,6 +84,7 @@ def test_bad_rows_fail_once_with_a_clear_error_and_valid_jobs_flow(chaos: Chaos,
         valid += [app.enqueue("chaos.short", {"n": n * 10 + k}).id for k in range(10)]
     huge = "y" * FIVE_MB
     big_raw = raw_insert(chaos.url, "chaos.blob", '{"data": "' + huge + '"}')
+    app.max_payload = None  # over the default limit of 1 MiB: lifted for it
     big = app.enqueue("chaos.blob", {"data": huge}).id
     total = len(bad) + len(valid) + 2
     wait_for(lambda: all_finished(chaos.url, total), timeout=120)

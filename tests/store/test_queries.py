@@ -11,6 +11,9 @@ SQLITE_ONLY = {
     "job_pending_text",  # text that is not UTF-8: PostgreSQL refuses it on the way in
     "job_fail_unreadable",
     "job_claimable",  # a read before BEGIN IMMEDIATE; PostgreSQL claims with SKIP LOCKED
+    "wal_checkpoint_passive",  # SQLite's write-ahead log; PostgreSQL keeps its own
+    "wal_checkpoint_truncate",
+    "slot_take",  # PostgreSQL's job_claim_keyed takes the slots in a CTE
 }
 POSTGRES_ONLY = {
     "job_insert_many",  # one round trip per batch; SQLite loops in-process

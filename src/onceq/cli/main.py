@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from onceq import logs
-from onceq.cli import jobs
+from onceq.cli import jobs, operate
 from onceq.cli.batch import batch_cli
 from onceq.cli.common import (
     AppOption,
@@ -55,6 +55,7 @@ def _main(
 
 
 jobs.register(cli)
+operate.register(cli)
 cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(batch_cli, name="batch")
 cli.command()(demo)

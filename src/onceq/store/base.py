@@ -25,10 +25,24 @@ from typing import Any, ClassVar, TypeVar
 
 from onceq import logs
 from onceq.errors import InvalidTransition, JobNotFound, RunNotFound, SchemaError
-from onceq.models import FINISHED, Attempt, Failure, Job, JobStatus, Lease, NewJob, Rescued, Run
+from onceq.models import (
+    FINISHED,
+    Attempt,
+    Checkpoint,
+    Failure,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    Rescued,
+    Run,
+)
 from onceq.store import jsoncodec, queries, rows
 from onceq.store.appverbs import AppVerbs
 from onceq.store.batches import BatchVerbs
+from onceq.store.periodic import PeriodicVerbs
+from onceq.store.registry import WorkerVerbs
+from onceq.store.retention import RetentionVerbs
 from onceq.store.transitions import (
     CANCEL,
     CANCEL_PENDING,
@@ -52,16 +66,23 @@ log = logging.getLogger("onceq.store")
 T = TypeVar("T")
 
 RESCUE_ERROR = "lease expired: the worker died, hung or lost the database"
+# A keyed claim looks at this many candidates per job asked for, and KEYED_SCAN_MORE more.
+KEYED_SCAN = 4
+KEYED_SCAN_MORE = 16
 
 
-class Store(Transitions, BatchVerbs, AppVerbs, ABC):
+class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, PeriodicVerbs, ABC):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]
+    # The statements of a keyed claim, in order (the last one returns the claimed rows).
+    keyed_claim: ClassVar[tuple[str, ...]]
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.q = queries.load(self.dialect)
+        # The largest payload, result or run input stored, in bytes of JSON (None: any).
+        self.max_payload: int | None = jsoncodec.DEFAULT_MAX_PAYLOAD
 
     # -- dialect hooks -------------------------------------------------------------
 
@@ -137,6 +158,11 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def wal_checkpoint(self, mode: str = "PASSIVE") -> Checkpoint | None:
+        """Checkpoint the write-ahead log (SQLite): PASSIVE, or TRUNCATE when idle. None
+        where there is nothing to do (PostgreSQL)."""
+        return None
+
     def _emit(self, notes: Sequence[Note]) -> None:
         """Log what a committed transaction noted: the one place every verb's effects
         pass after the commit."""
@@ -181,7 +207,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         return {
             "queue": new.queue,
             "task": new.task,
-            "args": jsoncodec.dumps(new.args, f"payload of {new.task}"),
+            "args": jsoncodec.dumps(new.args, f"payload of {new.task}", self.max_payload),
             "priority": new.priority,
             "run_at": self._time_param(new.run_at),
             "delay": float(new.delay),
@@ -190,6 +216,8 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
             "run_id": new.run_id,
             "step": new.step,
             "item": new.item,
+            "concurrency_key": new.concurrency_key,
+            "concurrency_limit": new.concurrency_limit,
         }
 
     def job_insert(self, new: NewJob) -> Job:
@@ -245,15 +273,21 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         lease: float,
         *,
         claim: int | None = None,
+        keyed: bool = False,
     ) -> list[Lease]:
         """Move up to `limit` due jobs to running for `worker`, in one statement, and return
         their leases: priority (high first), then run_at, then id. `claim` numbers this
         claim (new_claim() by default): after OutcomeUnknown — it may have committed —
-        `job_adopt` finds exactly what it took."""
+        `job_adopt` finds exactly what it took. Jobs with a concurrency key are claimed
+        only with `keyed` (a worker whose app has such tasks), each with a slot of its
+        key, in the same transaction (then several statements)."""
         if limit <= 0:
             return []
-        step = self._claim_step(worker, queues, limit, lease, claim)
-        return rows.leases(self._in_statement(step, ("claim",))[1])
+        step = self._claim_step(worker, queues, limit, lease, claim, keyed=keyed)
+        # A keyed claim is several statements: a transaction of its own (one round trip
+        # per statement; plain claims stay one autocommit statement where they can).
+        run = self._in_tx if keyed else self._in_statement
+        return rows.leases(run(step, ("claim",))[1])
 
     def job_complete_and_claim(
         self,
@@ -264,18 +298,20 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         lease: float,
         *,
         claim: int | None = None,
+        keyed: bool = False,
     ) -> tuple[set[LeaseKey], list[Lease]]:
         """job_complete_many, then job_claim for the slots that frees, in one transaction:
         one commit (the costly part, on both backends) instead of two."""
         labels = ("complete", "claim") if limit > 0 else ("complete",)
-        if self.cycle_in_one_statement and all(x.run_id is None for x, _ in items):
+        if self.cycle_in_one_statement and not keyed and all(x.run_id is None for x, _ in items):
             # Plain jobs: nothing follows their completion inside a transaction (no run
-            # to advance), so results and claim are one statement.
+            # to advance), so results and claim are one statement. (Not for a worker
+            # that claims keyed jobs too: its claim is more than one statement.)
             cycle = self._claim_step(worker, queues, limit, lease, claim, items)
             done, claimed = self._in_statement(cycle, labels)
             return done, rows.leases(claimed)
         complete = self._complete_step(items)
-        claiming = self._claim_step(worker, queues, limit, lease, claim)
+        claiming = self._claim_step(worker, queues, limit, lease, claim, keyed=keyed)
         done, claimed = self._in_tx(
             lambda tx: (complete(tx), claiming(tx)[1] if limit > 0 else []), labels
         )
@@ -289,9 +325,13 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         lease: float,
         claim: int | None,
         items: Sequence[tuple[Lease, str]] = (),
+        *,
+        keyed: bool = False,
     ) -> Callable[[Tx], tuple[set[LeaseKey], list[Row]]]:
         """A claim; with `items` (only where cycle_in_one_statement), their results are
-        recorded by the same statement first. Returns (results recorded, claimed rows)."""
+        recorded by the same statement first. Returns (results recorded, claimed rows).
+        With `keyed` (never with `items`), keyed jobs are claimed too, each with a slot of
+        its key, by statements of their own."""
         number = new_claim() if claim is None else claim
         keys = [(x.job_id, x.token) for x, _ in items]
         results = self._results_param([((x.job_id, x.token), r) for x, r in items])
@@ -303,19 +343,40 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
             name, params["queue"] = "job_claim_queue", queues[0]
         else:
             name, params["queues"] = "job_claim_queues", self._queues_param(queues)
+        queued = self._queues_param(queues)
+
+        # Plain and keyed jobs take turns to go first (by the claim number's parity), so
+        # that neither kind can starve the other of a worker's free slots.
+        keyed_first = keyed and bool(number & 1)
 
         def step(tx: Tx) -> tuple[set[LeaseKey], list[Row]]:
-            found = tx.all(name, params)
+            found = [] if keyed_first else tx.all(name, params)
             claimed = [r for r in found if r["kind"] == "claimed"] if keys else found
             written: set[LeaseKey] = set()
             if keys:
                 done = [r for r in found if r["kind"] == "done"]
                 written = self._transition(tx, COMPLETE, done, keys).written
+            if keyed and len(claimed) < limit:
+                room = limit - len(claimed)
+                claimed += self._claim_keyed(tx, {**params, "queues": queued}, room)
+                if keyed_first and len(claimed) < limit:
+                    claimed += tx.all(name, {**params, "limit": limit - len(claimed)})
             if claimed:
                 self._transition(tx, CLAIM, claimed)
             return written, claimed
 
         return step
+
+    def _claim_keyed(self, tx: Tx, params: Params, room: int) -> list[Row]:
+        """Up to `room` due keyed jobs, each with a free slot of its key: the dialect's
+        statements (`keyed_claim`), the last of which returns the claimed rows. Dead slots
+        go first (their jobs no longer run under their token); candidates are looked for
+        among the first few times `room` jobs whose key has a free slot."""
+        keyed = {**params, "limit": room, "scan": KEYED_SCAN * room + KEYED_SCAN_MORE}
+        *before, claim = self.keyed_claim
+        for name in before:
+            tx.run(name, keyed)
+        return tx.all(claim, keyed)
 
     def job_adopt(self, worker: str, claims: Sequence[int], lease: float) -> list[Lease]:
         """The jobs that `worker`'s `claims` (whose answers were lost) took and that still
@@ -365,7 +426,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
 
     def job_complete(self, lease: Lease, result: Any) -> bool:
         """Record one result; False when the lease is stale."""
-        text = jsoncodec.dumps(result, f"result of job {lease.job_id}")
+        text = jsoncodec.dumps(result, f"result of job {lease.job_id}", self.max_payload)
         return (lease.job_id, lease.token) in self.job_complete_many([(lease, text)])
 
     def job_fail(self, failure: Failure) -> JobStatus | None:
@@ -565,7 +626,7 @@ class Store(Transitions, BatchVerbs, AppVerbs, ABC):
         params = {
             "name": name,
             "definition": definition,
-            "input": jsoncodec.dumps(data, f"input of workflow {name}"),
+            "input": jsoncodec.dumps(data, f"input of workflow {name}", self.max_payload),
         }
         run = tx.one("run_insert", params)
         assert run is not None

@@ -10,12 +10,15 @@ from onceq.errors import PayloadError
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
 
-def dumps(value: Any, what: str) -> str:
-    """Encode `value` as JSON, or raise PayloadError naming the first value that is not JSON."""
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # bytes of JSON, for a payload or a result (1 MiB)
+
+
+def dumps(value: Any, what: str, limit: int | None = None) -> str:
+    """Encode `value` as JSON, or raise PayloadError naming the first value that is not
+    JSON, or saying how far the text is over `limit` bytes."""
     try:
         text = _ENCODER.encode(value)
-        text.encode("utf-8")  # a lone surrogate (e.g. from surrogateescape) is not UTF-8
-        return text
+        size = len(text.encode("utf-8"))  # a lone surrogate (e.g. from surrogateescape) fails
     except UnicodeEncodeError as exc:
         raise PayloadError(
             f"{what} holds a lone surrogate {text[exc.start : exc.end]!r}, which is not valid "
@@ -30,6 +33,17 @@ def dumps(value: Any, what: str) -> str:
         raise PayloadError(
             f"{path} is not JSON-serializable: {type(bad).__name__} {_short(bad)}"
         ) from exc
+    check_size(size, what, limit)
+    return text
+
+
+def check_size(size: int, what: str, limit: int | None) -> None:
+    """PayloadError if `size` bytes of JSON are over `limit` (None: no limit)."""
+    if limit is not None and size > limit:
+        raise PayloadError(
+            f"{what} is {size:,} bytes of JSON, over the limit of {limit:,} "
+            "(App(max_payload=...) sets it)"
+        )
 
 
 def loads(text: str | None) -> Any:

@@ -113,6 +113,7 @@ class PostgresStore(PostgresAppVerbs, Store):
     """A job store on a PostgreSQL database (optionally in its own schema)."""
 
     dialect = "postgres"
+    keyed_claim = ("slot_reap", "job_claim_keyed")  # slots and jobs in one statement
 
     def __init__(self, url: str, parsed: StoreURL) -> None:
         super().__init__(url)
@@ -376,7 +377,8 @@ class PostgresStore(PostgresAppVerbs, Store):
         meta = json.dumps([
             [r["queue"], r["task"], r["priority"],
              None if r["run_at"] is None else r["run_at"].isoformat(), r["delay"], r["key"],
-             r["max_attempts"], r["run_id"], r["step"], r["item"]]
+             r["max_attempts"], r["run_id"], r["step"], r["item"], r["concurrency_key"],
+             r["concurrency_limit"]]
             for r in firsts
         ])  # fmt: skip
         payloads = f"[{','.join(r['args'] for r in firsts)}]"

@@ -1,7 +1,9 @@
-"""Named SQL statements, one file per dialect, parsed once at import.
+"""Named SQL statements, one folder per dialect, parsed once at import.
 
-A statement starts at a `-- name: NAME` line and runs to the next one; the comment
-lines right under the name describe it.
+A dialect's statements are every `*.sql` file of its folder (`queries.sql`, the job
+store's; `operating.sql`, what keeps a store running for months), under one set of
+names. A statement starts at a `-- name: NAME` line and runs to the next one; the
+comment lines right under the name describe it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ def parse(text: str) -> dict[str, str]:
 
 @cache
 def load(dialect: str) -> dict[str, str]:
-    """The named queries of one dialect ('sqlite' or 'postgres')."""
-    text = resources.files("onceq.store").joinpath("sql", dialect, "queries.sql").read_text()
-    return parse(text)
+    """The named queries of one dialect ('sqlite' or 'postgres'), from all its files."""
+    folder = resources.files("onceq.store").joinpath("sql", dialect)
+    found: dict[str, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, sql in parse(entry.read_text()).items():
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({entry.name})")
+            found[name] = sql
+    return found
 
 
 @cache

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from onceq.models import Attempt, BatchRecord, BatchTaskRecord, Job, Lease, Run, StepState
+from onceq.models import (
+    Attempt,
+    BatchRecord,
+    BatchTaskRecord,
+    Job,
+    Lease,
+    PeriodicRecord,
+    Run,
+    StepState,
+    WorkerRecord,
+)
 from onceq.store import jsoncodec
 from onceq.store.tx import Row
 
@@ -38,6 +48,7 @@ def job(row: Row) -> Job:
         run_id=row["run_id"],
         step=row["step"],
         item=row["item"],
+        concurrency_key=row["concurrency_key"],
     )
 
 
@@ -105,6 +116,35 @@ def run(row: Row, steps: Sequence[Row], counts: Sequence[Row]) -> Run:
             )
             for s in states
         ),
+    )
+
+
+def worker(row: Row) -> WorkerRecord:
+    """A worker registry row."""
+    queues = json_or_raw(row["queues"])
+    return WorkerRecord(
+        name=row["name"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=list(queues) if isinstance(queues, list) else None,
+        concurrency=row["concurrency"],
+        version=row["version"],
+        started_at=dt(row["started_at"]),
+        last_seen=dt(row["last_seen"]),
+    )
+
+
+def periodic(row: Row) -> PeriodicRecord:
+    """A periodic task's row (with its last job's status)."""
+    spec = json_or_raw(row["spec"])
+    return PeriodicRecord(
+        name=row["name"],
+        spec=spec if isinstance(spec, dict) else {},
+        last_tick=dt_or_none(row["last_tick"]),
+        last_job=row["last_job"],
+        last_status=row["last_status"],
+        created_at=dt(row["created_at"]),
+        seen_at=dt(row["seen_at"]),
     )
 
 

@@ -32,6 +32,7 @@ from typing import TypeVar, cast
 
 from onceq import faults
 from onceq.errors import ConfigError, OutcomeUnknown, SchemaError, StoreUnavailable
+from onceq.models import Checkpoint
 from onceq.store.base import Store
 from onceq.store.transitions import CLAIM, HEARTBEAT, RELEASE, RESCUE_STOPPED, UNREADABLE, Op
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx, note
@@ -45,6 +46,11 @@ MIN_VERSION = (3, 38, 0)
 # How long a write waits for the file's lock before `database is locked` would reach a
 # caller: SQLite's own busy handler first, then whole-transaction retries with jitter.
 BUSY_TIMEOUT_MS = 5_000
+# A TRUNCATE checkpoint holds new writers back while it waits for readers: briefly.
+TRUNCATE_WAIT_MS = 100
+# The WAL is cut back to this size whenever it starts over (after a full checkpoint);
+# without it, a WAL that once grew (a long reader held it) keeps its size for ever.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 LOCKED_RETRY_FOR = 60.0
 # sqlite3's message for TEXT that is not UTF-8 (SQLite itself never checks encodings).
 UNDECODABLE = "Could not decode to UTF-8"
@@ -97,6 +103,8 @@ class SqliteStore(Store):
     """A job store on one SQLite file (or `:memory:`, for one process)."""
 
     dialect = "sqlite"
+    # No data-modifying CTEs here: the slots go in first, then the jobs they hold.
+    keyed_claim = ("slot_reap", "slot_take", "job_claim_keyed")
 
     def __init__(
         self, url: str, parsed: StoreURL, *, clock: Callable[[], float] = time.time
@@ -137,6 +145,7 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
@@ -256,6 +265,29 @@ class SqliteStore(Store):
         # A plain read (no BEGIN IMMEDIATE): readers never wait for the writer in WAL.
         params = {"queues": self._queues_param(queues)}
         return bool(self._read(lambda tx: tx.all("job_claimable", params)))
+
+    def wal_checkpoint(self, mode: str = "PASSIVE") -> Checkpoint | None:
+        if mode not in ("PASSIVE", "TRUNCATE"):
+            raise ValueError(f"checkpoint mode must be PASSIVE or TRUNCATE, got {mode!r}")
+        if self.path == ":memory:":
+            return None  # no WAL
+        with self._lock:
+            conn = self._connection()
+            if mode == "TRUNCATE":
+                conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+            try:
+                row = conn.execute(self.q[f"wal_checkpoint_{mode.lower()}"]).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite database {self.path!r}: {exc}") from exc
+            finally:
+                if mode == "TRUNCATE":
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            size = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            size = 0
+        busy, pages, moved = (int(x) for x in row)
+        return Checkpoint(mode, bool(busy), max(pages, 0), max(moved, 0), size)
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the file: a cheap wake-up hint."""

@@ -38,6 +38,11 @@ from onceq import logs
 from onceq.context import JobContext, _current
 from onceq.errors import JobTimeout, LeaseLost, OutcomeUnknown, UnknownTask
 from onceq.models import Lease
+from onceq.schedule.periodic import Scheduler
+from onceq.schedule.retention import PRUNE_EVERY, Pruner
+from onceq.schedule.ticker import Service, Ticker, WallClock
+from onceq.schedule.upkeep import Checkpointer
+from onceq.store import jsoncodec
 from onceq.store.base import new_claim
 from onceq.store.urls import redact
 from onceq.store.wakeup import Waker
@@ -46,6 +51,7 @@ from onceq.worker import signals
 from onceq.worker.executors import LoopThread, PoolItem, ThreadPool, run_in_subprocess
 from onceq.worker.leases import Heartbeat, Held, LeaseKeeper, LeaseKey, Leases
 from onceq.worker.outcomes import Outcome, Recorder
+from onceq.worker.presence import Presence
 from onceq.worker.rescuer import Rescuer
 
 if TYPE_CHECKING:
@@ -72,7 +78,10 @@ class Worker:
     wherever they ran: any number of workers may do so at once. On SIGTERM or SIGINT
     (when run in the main thread), it stops claiming, releases jobs it claimed but did
     not start, lets running ones finish within `grace` seconds, and returns; a second
-    signal exits at once.
+    signal exits at once. On a thread of its own it takes its turn at the store-wide
+    duties (schedule/): retention passes (one worker at a time, due every `prune_every`
+    seconds, when the app has a `retention`), the app's periodic tasks' ticks, and the
+    SQLite WAL's checkpoints.
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class Worker:
         rescue_interval: float | None = None,
         grace: float = 30.0,
         handle_signals: bool = True,
+        prune_every: float = PRUNE_EVERY,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -107,6 +117,19 @@ class Worker:
         self.heartbeat_interval = self.heartbeat.interval
         self.keeper = LeaseKeeper(self.leases, lease, self.heartbeat_interval / 2, self._give_up)
         self.rescuer = Rescuer(self.store, rescue_interval or min(max(lease / 4, 0.25), 5.0))
+        # Claims take keyed jobs (each with a slot of its key) only where the app has
+        # tasks with a concurrency limit: other workers' claims stay as they were.
+        self.keyed = any(t.concurrency is not None for t in app.tasks.values())
+        self.presence = Presence(self.store, self.name, self.queues, concurrency,
+                                 self.heartbeat_interval)  # fmt: skip
+        # Duties besides running jobs, on a thread of their own (schedule/).
+        services: list[Service] = []
+        if app.periodics:
+            services.append(WallClock(Scheduler(self.store, list(app.periodics.values()))))
+        if app.retention is not None:
+            services.append(Pruner(self.store, self.name, app.retention, every=prune_every))
+        services.append(Checkpointer(self.store, lambda: self._idle and not len(self.leases)))
+        self.ticker = Ticker(services, f"onceq-ticker-{self.name}")
         self.recorder = Recorder(self)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -167,11 +190,17 @@ class Worker:
         self._threads = ThreadPool(self.concurrency, f"onceq-{self.name}")
         self._waker = self.store.waker(self._wake)
         self.store.limit_statement_time(max(self.keeper.after, MIN_STATEMENT_TIME))
-        for name, loop in (("heartbeat", self.heartbeat.loop), ("leases", self.keeper.loop)):
-            thread = threading.Thread(target=loop, args=(self._services_stop,),
-                                      name=f"onceq-{name}", daemon=True)  # fmt: skip
+        self.presence.open()
+        beats = (self._services_stop, self.presence.run_once)
+        for name, loop, args in (
+            ("heartbeat", self.heartbeat.loop, beats),
+            ("leases", self.keeper.loop, (self._services_stop,)),
+        ):
+            thread = threading.Thread(target=loop, args=args, name=f"onceq-{name}",
+                                      daemon=True)  # fmt: skip
             thread.start()
             self._services.append(thread)
+        self.ticker.start()
 
     def _install_signals(self) -> Callable[[], object]:
         """SIGTERM/SIGINT drain; a second one exits at once (see signals.install)."""
@@ -218,7 +247,8 @@ class Worker:
             if successes:
                 leases = self.recorder.write_successes(successes, free, claim)
             elif free > 0 and (not self._idle or self.store.job_claimable(self.queues)):
-                leases = self.store.job_claim(self.name, self.queues, free, self.lease, claim=claim)
+                leases = self.store.job_claim(self.name, self.queues, free, self.lease,
+                                              claim=claim, keyed=self.keyed)  # fmt: skip
             else:
                 return started
         except OutcomeUnknown:
@@ -317,7 +347,7 @@ class Worker:
                 result = run_in_subprocess(task.fn, held.lease.args, task.timeout, held.ctx)
             else:
                 result = task.dump_result(task.fn(**task.load(held.lease.args)))
-            outcome = Outcome(held, result=result)
+            outcome = Outcome(held, result=self._bounded(task, result))
         except BaseException as exc:
             outcome = Outcome(held, error=exc, traceback=traceback.format_exc())
         finally:
@@ -333,7 +363,7 @@ class Worker:
                 raise asyncio.CancelledError
             coro = task.fn(**task.load(held.lease.args))
             value = await asyncio.wait_for(coro, task.timeout)
-            outcome = Outcome(held, result=task.dump_result(value))
+            outcome = Outcome(held, result=self._bounded(task, task.dump_result(value)))
         except TimeoutError:
             error = JobTimeout(f"timed out after {task.timeout}s: the coroutine was cancelled")
             outcome = Outcome(held, error=error, traceback=traceback.format_exc())
@@ -344,6 +374,13 @@ class Worker:
         finally:
             _current.reset(token)
         self.recorder.report(outcome)
+
+    def _bounded(self, task: Task[..., Any], result: str) -> str:
+        """A result's JSON text, or PayloadError when it is over the app's max_payload
+        (the job fails instead of storing it)."""
+        jsoncodec.check_size(len(result.encode("utf-8")), f"result of {task.name}",
+                             self.store.max_payload)  # fmt: skip
+        return result
 
     def _expire_timeouts(self, now: float) -> None:
         """Thread handlers cannot be stopped: past their timeout the worker records the
@@ -432,6 +469,7 @@ class Worker:
         """Drain: release unstarted jobs, let running ones finish within the grace
         period, record their outcomes, stop the threads (run() does this)."""
         self._draining = True
+        self.ticker.stop()
         self._release_unstarted()
         deadline = time.monotonic() + self.grace
         while True:
@@ -457,6 +495,7 @@ class Worker:
             self._wake.clear()
         self._stop.set()
         self._services_stop.set()
+        self.presence.close()
         if self._waker is not None:
             self._waker.close()
         if self._threads is not None:

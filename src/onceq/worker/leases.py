@@ -131,12 +131,18 @@ class Heartbeat:
                 self.lose(h, "the store no longer has this lease")
         return kept
 
-    def loop(self, stop: threading.Event) -> None:
+    def loop(self, stop: threading.Event, then: Callable[[float], object] | None = None) -> None:
+        """The ticker; `then(now)` runs after each beat (the worker registry's)."""
         while not stop.wait(self.interval):
             try:
                 self.run_once()
             except Exception as exc:
                 log.warning("heartbeat failed (%s: %s)", type(exc).__name__, exc)
+            if then is not None:
+                try:
+                    then(time.monotonic())
+                except Exception as exc:
+                    log.warning("registry beat failed (%s: %s)", type(exc).__name__, exc)
 
 
 class LeaseKeeper:

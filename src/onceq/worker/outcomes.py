@@ -114,7 +114,7 @@ class Recorder:
         items = [(o.held.lease, o.result or "null") for o in outcomes]
         try:
             written, leases = self.store.job_complete_and_claim(
-                items, w.name, w.queues, free, w.lease, claim=claim
+                items, w.name, w.queues, free, w.lease, claim=claim, keyed=w.keyed
             )
         except StoreUnavailable:
             raise  # kept: the next pass sends them again

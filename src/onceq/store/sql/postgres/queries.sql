@@ -37,10 +37,11 @@ INSERT INTO onceq_migrations (version) VALUES (%(version)s);
 -- The NOTIFY wakes idle workers when the transaction commits.
 WITH ins AS (
     INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts,
-                            run_id, step, item)
+                            run_id, step, item, concurrency_key, concurrency_limit)
     VALUES (%(queue)s, %(task)s, %(args)s::json, %(priority)s,
             coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
-            %(key)s, %(max_attempts)s, %(run_id)s, %(step)s, %(item)s)
+            %(key)s, %(max_attempts)s, %(run_id)s, %(step)s, %(item)s,
+            %(concurrency_key)s, %(concurrency_limit)s)
     ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
     RETURNING *)
 SELECT ins.*, pg_notify(%(channel)s, ins.queue) FROM ins;
@@ -48,13 +49,15 @@ SELECT ins.*, pg_notify(%(channel)s, ins.queue) FROM ins;
 -- name: job_insert_many
 -- Many jobs in one statement (SQLite loops on job_insert instead: no round trips there).
 -- %(rows)s: [[queue, task, priority, run_at, delay, key, max_attempts, run_id, step,
--- item], ...] and %(args)s: [payload, ...], matched by position (payloads apart: see
--- Store._results_param). Ids follow input order: nextval runs as the ordered rows go in.
+-- item, concurrency_key, concurrency_limit], ...] and %(args)s: [payload, ...], matched
+-- by position (payloads apart: see Store._results_param). Ids follow input order:
+-- nextval runs as the ordered rows go in.
 INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts,
-                        run_id, step, item)
+                        run_id, step, item, concurrency_key, concurrency_limit)
 SELECT m.e ->> 0, m.e ->> 1, a.e, (m.e ->> 2)::int,
        coalesce((m.e ->> 3)::timestamptz, now() + make_interval(secs => (m.e ->> 4)::float8)),
-       m.e ->> 5, (m.e ->> 6)::int, (m.e ->> 7)::bigint, m.e ->> 8, (m.e ->> 9)::int
+       m.e ->> 5, (m.e ->> 6)::int, (m.e ->> 7)::bigint, m.e ->> 8, (m.e ->> 9)::int,
+       m.e ->> 10, (m.e ->> 11)::int
 FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS m(e, n)
 JOIN json_array_elements(%(args)s::json) WITH ORDINALITY AS a(e, n) USING (n)
 ORDER BY n
@@ -147,6 +150,7 @@ WITH v AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now()
       AND left(queue, 6) <> 'onceq.'  -- reserved queues: served only when named
+      AND concurrency_key IS NULL  -- keyed jobs: job_claim_keyed, with a slot
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -200,6 +204,7 @@ WITH v AS (
 ), picked AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now() AND queue = %(queue)s
+      AND concurrency_key IS NULL
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -254,6 +259,7 @@ WITH v AS (
     SELECT id FROM onceq_jobs
     WHERE status = 'pending' AND run_at <= now()
       AND queue IN (SELECT json_array_elements_text(%(queues)s::json))
+      AND concurrency_key IS NULL
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

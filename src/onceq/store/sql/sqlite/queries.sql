@@ -26,9 +26,9 @@ INSERT INTO onceq_migrations (version, applied_at) VALUES (:version, :now);
 -- name: job_insert
 -- One job; with a key that exists already, inserts nothing (the caller then reads it).
 INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts, created_at,
-                        run_id, step, item)
+                        run_id, step, item, concurrency_key, concurrency_limit)
 VALUES (:queue, :task, :args, :priority, coalesce(:run_at, :now + :delay), :key, :max_attempts,
-        :now, :run_id, :step, :item)
+        :now, :run_id, :step, :item, :concurrency_key, :concurrency_limit)
 ON CONFLICT (key) DO NOTHING
 RETURNING *;
 
@@ -61,6 +61,7 @@ SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND substr(queue, 1, 6) <> 'onceq.'  -- reserved queues: named ones only
+               AND concurrency_key IS NULL  -- keyed jobs: job_claim_keyed, with a slot
              ORDER BY priority DESC, run_at, id
              LIMIT :limit)
   AND +status = 'pending'
@@ -76,6 +77,7 @@ SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND queue = :queue
+               AND concurrency_key IS NULL
              ORDER BY priority DESC, run_at, id
              LIMIT :limit)
   AND +status = 'pending'
@@ -92,6 +94,7 @@ SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
 WHERE id IN (SELECT id FROM onceq_jobs
              WHERE status = 'pending' AND run_at <= :now
                AND queue IN (SELECT value FROM json_each(:queues))
+               AND concurrency_key IS NULL
              ORDER BY priority DESC, run_at, id
              LIMIT :limit)
   AND +status = 'pending'
