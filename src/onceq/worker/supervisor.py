@@ -207,7 +207,7 @@ class Supervisor:
                 continue
             self.rescued += len(rescued)
             with contextlib.suppress(Exception):  # its registry row (else it expires)
-                self.store.worker_unregister(name)
+                self._store().worker_unregister(name)
             if rescued:
                 logs.event(log, logging.WARNING, "worker.jobs_put_back" if stopped
                            else "worker.jobs_rescued", worker=name, jobs=len(rescued))  # fmt: skip

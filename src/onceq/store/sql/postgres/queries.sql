@@ -121,8 +121,13 @@ SELECT * FROM onceq_jobs WHERE key = %(key)s;
 -- rows claimed are pending in the statement's one snapshot: none is updated twice.
 -- The locking SELECT is a CTE, not `IN (subquery)`: the planner may run the latter as a
 -- nested loop that updates more rows than LIMIT (Oban's bug). SKIP LOCKED: rows another
--- claimer holds are not ours to wait for. A claim writes no attempt record: the running
--- attempt lives on the job row (token, worker, started_at) until it ends.
+-- claimer holds are not ours to wait for. The rows picked are then updated through the
+-- primary key (`id = ANY (ARRAY(...))`, and a status re-check the planner cannot match
+-- to the pending indexes): joined to `picked`, with statistics taken while few jobs
+-- were pending (autovacuum's usual view of a queue), the planner walked every pending
+-- job for each one picked — 200 ms a claim at 20,000 pending. A claim writes no attempt
+-- record: the running attempt lives on the job row (token, worker, started_at) until it
+-- ends.
 WITH v AS (
     -- results in an array of their own, matched by position: see the note on
     -- Store._results_param
@@ -159,8 +164,7 @@ WITH v AS (
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
-    FROM picked
-    WHERE j.id = picked.id AND j.status = 'pending'
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND j.status || '' = 'pending'
     RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
               j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
@@ -213,8 +217,7 @@ WITH v AS (
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
-    FROM picked
-    WHERE j.id = picked.id AND j.status = 'pending'
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND j.status || '' = 'pending'
     RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
               j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
@@ -268,8 +271,7 @@ WITH v AS (
     SET status = 'running', attempts = j.attempts + 1, lease_token = j.lease_token + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
         worker = %(worker)s, started_at = clock_timestamp(), claim = %(claim)s
-    FROM picked
-    WHERE j.id = picked.id AND j.status = 'pending'
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND j.status || '' = 'pending'
     RETURNING j.id, j.lease_token AS token, j.status, j.run_id, j.step, j.item, j.task,
               j.args, j.queue, j.attempts, j.max_attempts, j.priority, j.run_at
 )
