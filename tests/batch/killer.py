@@ -10,13 +10,14 @@ from pathlib import Path
 
 
 def worker_pid() -> int:
-    """The nearest ancestor that is a worker process (a multiprocessing spawn child)."""
+    """The nearest ancestor that is a worker process: the leader of its own process
+    group (a worker makes one, for it and whatever it starts)."""
     pid = os.getppid()
     while pid > 1:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"multiprocessing" in cmdline:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if int(fields[2]) == pid:
             return pid
-        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        pid = int(fields[1])
     raise SystemExit("no worker above this process")
 
 

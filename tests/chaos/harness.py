@@ -277,18 +277,19 @@ def alive(pid: int) -> bool:
 
 
 def children(pid: int) -> list[int]:
-    """The worker processes a supervisor started (its multiprocessing children)."""
+    """The worker processes a supervisor started: its children that lead a process group
+    of their own (each worker makes one, for it and its subprocess handlers)."""
     out = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and b"spawn_main" in cmdline and fields[0] not in ("Z", "X"):
+        leader = int(fields[2]) == int(proc.name)
+        if int(fields[1]) == pid and leader and fields[0] not in ("Z", "X"):
             out.append(int(proc.name))
     return sorted(out)
 
