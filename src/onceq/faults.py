@@ -53,9 +53,20 @@ ONCE = os.environ.get("ONCEQ_FAULTS_ONCE", "")
 _random = random.Random(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpid())
 
 
+def load() -> None:
+    """Read the rules again, seeded for this process: a forked worker (its supervisor
+    disabled them for itself, and the two must not draw the same numbers)."""
+    global DELAY, ONCE
+    RULES.clear()
+    RULES.update(_parse(os.environ.get("ONCEQ_FAULTS", "")))
+    DELAY = float(os.environ.get("ONCEQ_FAULTS_DELAY", "3.0"))
+    ONCE = os.environ.get("ONCEQ_FAULTS_ONCE", "")
+    _random.seed(int(os.environ.get("ONCEQ_FAULTS_SEED", "0")) + os.getpid())
+
+
 def disable() -> None:
     """No faults in this process (the supervisor: the rules are for the workers it
-    starts, which read them again; a supervisor taken down would take them all)."""
+    starts, which load them again; a supervisor taken down would take them all)."""
     RULES.clear()
 
 

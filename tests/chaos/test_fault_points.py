@@ -98,6 +98,8 @@ def test_a_fault_at_a_named_point_breaks_no_guarantee(
             time.sleep(0.5)  # the fault schedule: some idle passes (rescues), then more
             feed()
 
+    assert hits(), f"{point} never fired in the workers"  # (their supervisor has none)
+
     def done() -> bool:
         ended = all(app.get_run(r).status != "running" for r in runs)
         return ended and all_finished(chaos.url, len(plain))

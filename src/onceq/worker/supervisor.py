@@ -287,6 +287,7 @@ def _child_main(
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by _spawn
+    faults.load()  # the supervisor turned them off for itself only
     from onceq.loader import import_app
 
     app = import_app(app_ref)
