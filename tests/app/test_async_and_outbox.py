@@ -75,6 +75,9 @@ def test_wait_is_woken_by_notify_not_by_polling(
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
+        # A wait announced before the worker listens is heard by no one (the re-read
+        # would find it): the test waits for it to listen.
+        eventually(lambda: w._waker is not None and w._waker.listening.is_set(), timeout=60)
         for waits in (app.wait, _wait_async(app)):
             gate.clear()
             job_id = gated.enqueue(gate="notify").id

@@ -432,6 +432,7 @@ class PostgresWaker:
         self._awaited: dict[int, None] = {}  # insertion-ordered: the oldest go first
         self._awaited_lock = threading.Lock()
         self._stop = threading.Event()
+        self.listening = threading.Event()  # set while LISTEN is in force
         self._thread = threading.Thread(target=self._listen, name="onceq-listen", daemon=True)
         self._thread.start()
 
@@ -444,6 +445,7 @@ class PostgresWaker:
                     for channel in (self.store.channel, waits):
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     pause = 0.1
+                    self.listening.set()
                     self.wake.set()  # anything enqueued while we were not listening
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=0.5, stop_after=1):
@@ -452,6 +454,7 @@ class PostgresWaker:
                             else:
                                 self.wake.set()
             except Exception as exc:
+                self.listening.clear()
                 if self._stop.is_set():
                     return
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, pause)
