@@ -1,9 +1,10 @@
 """Claim+complete throughput of the store, beside the raw-SQL ceiling, in one run.
 
 For each backend, batch size (1, 100) and process count (1, 2): enqueue the jobs, then
-every process loops claim(batch) + complete(batch) until the queue is empty. "onceq" goes
-through the Store; "bare" runs the very same statements (the dialect's queries file)
-from a bare driver loop, so the ratio is the cost of onceq's own layers.
+every process loops a worker's cycle — the last batch's results, then a claim of the
+next (job_complete_and_claim) — until the queue is empty. "onceq" goes through the
+Store; "bare" runs the very same statements (the dialect's queries file) from a bare
+driver loop, so the ratio is the cost of onceq's own layers.
 
     python benchmarks/claim.py [--jobs 20000] [--backends sqlite,postgres] [--json]
 
@@ -32,74 +33,65 @@ PG_URL = os.environ.get("ONCEQ_BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 
 
 def _onceq_loop(url: str, worker: str, batch: int) -> int:
+    """A worker's cycle through the Store: the last batch's results, then the next claim."""
     store = open_store(url)
     done = 0
-    while leases := store.job_claim(worker, ["default"], batch, 60):
-        done += len(store.job_complete_many([(x, "null") for x in leases]))
+    leases = store.job_claim(worker, ["default"], batch, 60)
+    while leases:
+        written, leases = store.job_complete_and_claim(
+            [(x, "null") for x in leases], worker, ["default"], batch, 60
+        )
+        done += len(written)
     store.close()
     return done
 
 
 def _bare_sqlite_loop(path: str, worker: str, batch: int) -> int:
+    """The statements SqliteStore runs for that cycle, in one transaction: the results,
+    their attempts' records, the claim."""
     q = queries.load("sqlite")
     conn = sqlite3.connect(path, isolation_level=None, timeout=60)
     conn.execute("PRAGMA synchronous=FULL")
     done = 0
+    rows: list[Any] = []
     while True:
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(
-            q["job_claim_queue"],
-            {
-                "now": now,
-                "lease": 60.0,
-                "worker": worker,
-                "limit": batch,
-                "queue": "default",
-                "claim": 1,
-            },
-        ).fetchall()
-        leases = json.dumps([[r[0], r[1]] for r in rows])
-        conn.execute(q["attempt_insert_claimed"], {"leases": leases})
+        if rows:
+            body = ",".join(f"[{r[0]},{r[1]},null]" for r in rows)
+            kept = conn.execute(q["job_complete"], {"now": now, "batch": f"[{body}]"}).fetchall()
+            leases = json.dumps([[r[0], r[1]] for r in kept])
+            conn.execute(q["attempt_end"], {"now": now, "outcome": "succeeded", "error": None,
+                                            "back": 0, "leases": leases})  # fmt: skip
+            done += len(kept)
+        claim = {"now": now, "lease": 60.0, "worker": worker, "limit": batch,
+                 "queue": "default", "claim": 1}  # fmt: skip
+        rows = conn.execute(q["job_claim_queue"], claim).fetchall()
         conn.execute("COMMIT")
         if not rows:
             break
-        body = ",".join(f"[{r[0]},{r[1]},null]" for r in rows)
-        conn.execute("BEGIN IMMEDIATE")
-        kept = conn.execute(q["job_complete"], {"now": time.time(), "batch": f"[{body}]"})
-        kept_rows = kept.fetchall()
-        conn.execute(
-            q["attempt_end"],
-            {"now": time.time(), "outcome": "succeeded", "error": None, "leases": leases},
-        )
-        conn.execute("COMMIT")
-        done += len(kept_rows)
     conn.close()
     return done
 
 
 def _bare_pg_loop(conninfo: str, schema: str, worker: str, batch: int) -> int:
+    """The one statement PostgresStore runs for that cycle (autocommit)."""
     q = {k: v.encode() for k, v in queries.load("postgres").items()}
     # The session settings onceq's own connections use (see PostgresStore).
-    conn = psycopg.connect(conninfo, options=f"-c enable_bitmapscan=off -c search_path={schema}")
+    conn = psycopg.connect(
+        conninfo, autocommit=True, options=f"-c enable_bitmapscan=off -c search_path={schema}"
+    )
     done = 0
+    rows: list[Any] = []
     while True:
-        with conn.transaction():
-            rows = conn.execute(
-                q["job_claim_queue"],
-                {"lease": 60.0, "worker": worker, "limit": batch, "queue": "default", "claim": 1},
-            ).fetchall()
+        params = {"lease": 60.0, "worker": worker, "limit": batch, "queue": "default",
+                  "claim": 1, "leases": json.dumps([[r[1], r[2]] for r in rows]),
+                  "results": json.dumps([None] * len(rows))}  # fmt: skip
+        found = conn.execute(q["job_claim_queue"], params).fetchall()
+        done += sum(1 for r in found if r[0] == "done")
+        rows = [r for r in found if r[0] == "claimed"]
         if not rows:
             break
-        with conn.transaction():
-            kept = conn.execute(
-                q["job_complete"],
-                {
-                    "leases": json.dumps([[r[0], r[1]] for r in rows]),
-                    "results": json.dumps([None] * len(rows)),
-                },
-            ).fetchall()
-        done += len(kept)
     conn.close()
     return done
 
