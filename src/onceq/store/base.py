@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -682,8 +682,10 @@ class Kept(set[LeaseKey]):
 
 def new_claim() -> int:
     """A number for one claim call, so that what it took can be found again (62 random
-    bits: no two claims in a store's life will share one)."""
-    return secrets.randbits(62)
+    bits: no two claims in a store's life will share one). From the process's own
+    generator, seeded from the system's entropy and again in every forked child (a read
+    of the system's entropy per claim cost 13 µs)."""
+    return random.getrandbits(62)
 
 
 def schema_too_new(current: int, known: int) -> str:

@@ -86,11 +86,11 @@ class _PgTx:
 
     def all(self, name: str, params: Params) -> list[Row]:
         self.cur.execute(self.q[name], {**self.base, **params})
-        return list(self.cur.fetchall()) if self.cur.description else []
+        return list(self.cur.fetchall()) if _has_rows(self.cur) else []
 
     def one(self, name: str, params: Params) -> Row | None:
         self.cur.execute(self.q[name], {**self.base, **params})
-        return self.cur.fetchone() if self.cur.description else None
+        return self.cur.fetchone() if _has_rows(self.cur) else None
 
     def run(self, name: str, params: Params) -> int:
         self.cur.execute(self.q[name], {**self.base, **params})
@@ -489,6 +489,13 @@ def _loaders(conn: psycopg.Connection[Any]) -> None:
     # json comes back as text: the layers above decode it (one bad row fails one job).
     conn.adapters.register_loader("json", TextLoader)
     conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _has_rows(cur: psycopg.Cursor[Any]) -> bool:
+    """Whether the statement returned rows (zero or more). `cur.description` says the
+    same, but builds an object per column each time: 0.1 ms per statement of 15."""
+    res = cur.pgresult
+    return res is not None and res.status == psycopg.pq.ExecStatus.TUPLES_OK
 
 
 def _closed_while_idle(conn: psycopg.Connection[Any]) -> bool:

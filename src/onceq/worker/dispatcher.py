@@ -171,8 +171,8 @@ class Worker:
                               type(exc).__name__, exc, pause)  # fmt: skip
                     self._stop.wait(pause)
                     continue
-                if not claimed:
-                    self._wait()
+                if not claimed or len(self.leases) >= self.concurrency:
+                    self._wait()  # (a full worker has nothing to do before a result)
         finally:
             self.close()
             restore()
@@ -303,6 +303,10 @@ class Worker:
         else:
             self._wake.wait(timeout)  # only a result can free a slot
         self._wake.clear()
+        if len(self.leases) > 1:
+            # Woken by a result: handlers ending at the same moment report too before
+            # the pass (short jobs end together; one write for them, not one each).
+            time.sleep(0)
 
     # -- starting jobs -------------------------------------------------------------
 
