@@ -68,7 +68,7 @@ def migrate(url: UrlOption = None) -> None:
     """Create or upgrade the schema (a second run changes nothing)."""
     with store_at(url, check_schema=False) as store:
         applied = store.migrate()
-        known = len(queries.migrations(store.dialect))
+        known = queries.latest(store.dialect)
     if applied:
         console.print(f"applied migration(s) {', '.join(map(str, applied))}; schema at v{known}")
     else:
