@@ -14,8 +14,10 @@ Moving things out of the rows keeps the totals whole:
 - an operator retry that sends a finished job back to pending reopens it
   (`_stats_reopen`): its failure stays counted, the gauge is corrected
   (`reopened_<status>`), and its next outcome is counted when it comes;
-- deleting jobs (retention, `queue_purge`) folds them first, in the same transaction
-  (`_stats_forget`): their totals stay and the gauge is corrected (`pruned_<status>`).
+- deleting jobs folds them first, in the same transaction (`_stats_forget`, as
+  `queue_purge` does), or deletes only jobs folded already (retention: `FOLDED`, after
+  `stats_catch_up`, then `_stats_pruned` with what it deleted): their totals stay and
+  the gauge is corrected (`pruned_<status>`).
 
 Rare events are counted where they happen, in the store's transition path
 (`count_jobs`): a lease lost (rescued, or given up by its worker), a rescue, a stale
@@ -46,12 +48,18 @@ FOLD_BUDGET = 2.0  # seconds a read spends catching up before it counts the rest
 HUGE_ID = 2**62  # "no upper bound", as a bound (a generic plan then still uses the index)
 MINUTES_KEPT = 180
 EMPTY = "[]"
+# What retention adds to its deletes so that it removes folded jobs only (their rows are
+# no longer needed for the totals): at or below the mark, and not open.
+FOLDED = ("id <= (SELECT folded_to FROM onceq_stats_mark) AND NOT EXISTS "
+          "(SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = onceq_jobs.id)")  # fmt: skip
 
 Event = tuple[str, str, str, float]  # (queue, task, name, n)
 
 
-def _bounds() -> dict[str, float]:
-    return {f"b{i}": bound for i, bound in enumerate(HISTOGRAM_BOUNDS)}
+# The histograms' buckets as (above, up to) seconds, the last one open-ended (JSON has no
+# infinity: a bound no duration reaches stands in for it).
+BUCKETS = json.dumps(list(zip((-1e300, *HISTOGRAM_BOUNDS), (*HISTOGRAM_BOUNDS, 1e300),
+                              strict=True)))  # fmt: skip
 
 
 def _events_params(
@@ -59,7 +67,7 @@ def _events_params(
     all_open: bool = False, mode: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     return {"lo": lo, "hi": hi, "fresh": fresh, "closing": closing, "all_open": all_open,
-            "mode": mode, **_bounds()}  # fmt: skip
+            "mode": mode, "buckets": BUCKETS}  # fmt: skip
 
 
 FOLD, FORGET, READ = 0, 1, 2  # stats_events modes (see the SQL)
@@ -121,6 +129,7 @@ class StatsVerbs:
 
         def fold(tx: Tx) -> int:
             tx.run("stats_snapshot", {})
+            tx.run("stats_custom_plans", {})
             mark = tx.one("stats_mark_lock", {})
             assert mark is not None, "onceq_stats_mark has no row"
             horizon = tx.one("stats_horizon", {})
@@ -163,6 +172,7 @@ class StatsVerbs:
 
         def read(tx: Tx) -> tuple[list[Row], list[Row], list[Row], list[Row], float]:
             tx.run("stats_snapshot", {})
+            tx.run("stats_custom_plans", {})
             mark = tx.one("stats_mark_get", {})
             assert mark is not None
             now = tx.one("stats_now", {})
@@ -217,6 +227,7 @@ class StatsVerbs:
         rows first, then call this, then delete."""
         if not ids:
             return
+        tx.run("stats_custom_plans", {})
         row = tx.one("stats_mark_lock", {})
         assert row is not None
         folded_to = row["folded_to"]
@@ -231,6 +242,13 @@ class StatsVerbs:
                  if r["status"] in FINISHED))  # fmt: skip
         if open_:
             tx.run("stats_open_close", {"ids": json.dumps(sorted(open_))})
+
+    def _stats_pruned(self, tx: Tx, jobs: Mapping[tuple[str, str, str], int]) -> None:
+        """Jobs retention deleted in this transaction, by (queue, task, status): their
+        totals stay; the gauge forgets them. Retention must delete only jobs folded
+        already (FOLDED below), and fold before it prunes (`stats_catch_up`)."""
+        add(tx, ((q, t, f"pruned_{status}", n) for (q, t, status), n in jobs.items()
+                 if status in FINISHED))  # fmt: skip
 
 
 # -- building the record ---------------------------------------------------------------

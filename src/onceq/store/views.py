@@ -73,7 +73,8 @@ class ViewVerbs:
     ) -> JobPage:
         """The jobs matching `f`, newest first: those below id `before`, or the page just
         above id `after` (keyset paging: as fast on the thousandth page as on the first)."""
-        params = {**self._filter_params(f), "limit": limit + 1}
+        params = {**self._filter_params(f), "limit": limit + 1, "upto": NO_ID,
+                  "statuses": None, "plain": False}  # fmt: skip
         if after is not None:
             found = self._read(lambda tx: tx.all("job_page_newer", {**params, "after": after}))
             more = len(found) > limit
@@ -144,9 +145,7 @@ class ViewVerbs:
                   "plain": plain, "limit": BULK_BATCH}  # fmt: skip
         before, done = upto + 1, 0
         while True:
-            found = self._read(
-                lambda tx, b=before: tx.all("job_match_ids", {**params, "before": b})
-            )
+            found = self._read(lambda tx, b=before: tx.all("job_page", {**params, "before": b}))
             if not found:
                 return done
             ids = [r["id"] for r in found]

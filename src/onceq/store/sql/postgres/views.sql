@@ -3,9 +3,14 @@
 -- are `json`, searched as their stored text (`args::text`, byte for byte as written).
 
 -- name: job_page
--- Jobs matching the filter, newest first, below %(before)s.
+-- Jobs matching the filter, newest first, below %(before)s (and up to %(upto)s). A bulk
+-- action walks what it counted with it: %(statuses)s (a JSON array, or NULL for any)
+-- and %(plain)s (no workflow jobs) as in job_match_count.
 SELECT * FROM onceq_jobs
-WHERE id < %(before)s
+WHERE id < %(before)s AND id <= %(upto)s
+  AND (%(statuses)s::json IS NULL
+       OR status IN (SELECT json_array_elements_text(%(statuses)s::json)))
+  AND (NOT %(plain)s OR run_id IS NULL)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -54,21 +59,6 @@ WHERE id <= %(upto)s AND status IN (SELECT json_array_elements_text(%(statuses)s
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
   AND (%(text)s::text IS NULL OR strpos(args::text, %(text)s::text) > 0);
-
--- name: job_match_ids
--- The next %(limit)s ids of what job_match_count counted, below %(before)s.
-SELECT id FROM onceq_jobs
-WHERE id < %(before)s AND id <= %(upto)s
-  AND status IN (SELECT json_array_elements_text(%(statuses)s::json))
-  AND (NOT %(plain)s OR run_id IS NULL)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(run_id)s::bigint IS NULL OR run_id = %(run_id)s::bigint)
-  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
-  AND (%(text)s::text IS NULL OR strpos(args::text, %(text)s::text) > 0)
-ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: job_retry_many_lock
 -- The jobs in %(ids)s an operator retry may send back to pending, as they are, locked

@@ -7,6 +7,11 @@
 -- PostgreSQL asks for REPEATABLE READ here.)
 SELECT 1;
 
+-- name: stats_custom_plans
+-- (PostgreSQL: no generic plan for stats_events. Nothing to do here: SQLite's plan for
+-- it does not depend on how many ids the bounds hold.)
+SELECT 1;
+
 -- name: stats_mark_lock
 -- The fold's turn. (BEGIN IMMEDIATE already holds the only write lock.)
 SELECT * FROM onceq_stats_mark WHERE id = 1;
@@ -113,7 +118,8 @@ GROUP BY queue;
 -- 1 (forget: the jobs are about to be deleted): their ended attempts count all the same;
 -- 2 (read): unfinished jobs add `status_<status>` too, for the gauge.
 -- Finished jobs add their status; succeeded ones their duration (start to finish) and
--- wait (due to start) in the buckets :b0..:b14 (seconds); ended attempts add `retried`
+-- wait (due to start), each in the bucket of :buckets ([[above, up to], ...] seconds,
+-- the n-th named `_b<n>`) it falls in, and to its sum; ended attempts add `retried`
 -- and, for any but a job's first run, the kind of re-run, from how the run before it
 -- ended (released attempts never ran: they are skipped).
 WITH sel(job_id, after, entered) AS (
@@ -142,27 +148,17 @@ UNION ALL
 SELECT queue, task, 'status_' || status, NULL, count(*)
 FROM j WHERE NOT final AND :mode = 2 GROUP BY queue, task, status
 UNION ALL
-SELECT queue, task, 'duration_b' || CASE
-    WHEN d <= :b0 THEN 0 WHEN d <= :b1 THEN 1 WHEN d <= :b2 THEN 2 WHEN d <= :b3 THEN 3
-    WHEN d <= :b4 THEN 4 WHEN d <= :b5 THEN 5 WHEN d <= :b6 THEN 6 WHEN d <= :b7 THEN 7
-    WHEN d <= :b8 THEN 8 WHEN d <= :b9 THEN 9 WHEN d <= :b10 THEN 10 WHEN d <= :b11 THEN 11
-    WHEN d <= :b12 THEN 12 WHEN d <= :b13 THEN 13 WHEN d <= :b14 THEN 14 ELSE 15 END,
-    NULL, count(*)
-FROM j WHERE status = 'succeeded' GROUP BY 1, 2, 3
+SELECT j.queue, j.task, k.kind || '_b' || b.key, NULL, count(*)
+FROM j, (SELECT 'duration' AS kind UNION ALL SELECT 'wait') AS k, json_each(:buckets) AS b
+WHERE j.status = 'succeeded'
+  AND coalesce(CASE k.kind WHEN 'duration' THEN j.d ELSE j.w END, 0) > b.value ->> 0
+  AND coalesce(CASE k.kind WHEN 'duration' THEN j.d ELSE j.w END, 0) <= b.value ->> 1
+GROUP BY 1, 2, 3
 UNION ALL
-SELECT queue, task, 'wait_b' || CASE
-    WHEN w <= :b0 THEN 0 WHEN w <= :b1 THEN 1 WHEN w <= :b2 THEN 2 WHEN w <= :b3 THEN 3
-    WHEN w <= :b4 THEN 4 WHEN w <= :b5 THEN 5 WHEN w <= :b6 THEN 6 WHEN w <= :b7 THEN 7
-    WHEN w <= :b8 THEN 8 WHEN w <= :b9 THEN 9 WHEN w <= :b10 THEN 10 WHEN w <= :b11 THEN 11
-    WHEN w <= :b12 THEN 12 WHEN w <= :b13 THEN 13 WHEN w <= :b14 THEN 14 ELSE 15 END,
-    NULL, count(*)
-FROM j WHERE status = 'succeeded' GROUP BY 1, 2, 3
-UNION ALL
-SELECT queue, task, 'duration_sum', NULL, sum(coalesce(d, 0))
-FROM j WHERE status = 'succeeded' GROUP BY queue, task
-UNION ALL
-SELECT queue, task, 'wait_sum', NULL, sum(coalesce(w, 0))
-FROM j WHERE status = 'succeeded' GROUP BY queue, task
+SELECT j.queue, j.task, k.kind || '_sum', NULL,
+       sum(coalesce(CASE k.kind WHEN 'duration' THEN j.d ELSE j.w END, 0))
+FROM j, (SELECT 'duration' AS kind UNION ALL SELECT 'wait') AS k
+WHERE j.status = 'succeeded' GROUP BY 1, 2, 3
 UNION ALL
 SELECT '', '', 'minute_' || status, CAST(finished_at / 60 AS INTEGER), count(*)
 FROM j WHERE final AND finished_at IS NOT NULL GROUP BY 3, 4

@@ -4,9 +4,13 @@
 -- keyset pages: each is an index walk from where the last one stopped, however deep.
 
 -- name: job_page
--- Jobs matching the filter, newest first, below :before.
+-- Jobs matching the filter, newest first, below :before (and up to :upto). A bulk action
+-- walks what it counted with it: :statuses (a JSON array, or NULL for any) and :plain
+-- (no workflow jobs) as in job_match_count.
 SELECT * FROM onceq_jobs
-WHERE id < :before
+WHERE id < :before AND id <= :upto
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (NOT :plain OR run_id IS NULL)
   AND (:queue IS NULL OR queue = :queue) AND (:task IS NULL OR task = :task)
   AND (:status IS NULL OR status = :status) AND (:run_id IS NULL OR run_id = :run_id)
   AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
@@ -45,17 +49,6 @@ WHERE id <= :upto AND status IN (SELECT value FROM json_each(:statuses))
   AND (:status IS NULL OR status = :status) AND (:run_id IS NULL OR run_id = :run_id)
   AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
   AND (:text IS NULL OR instr(args, :text) > 0);
-
--- name: job_match_ids
--- The next :limit ids of what job_match_count counted, below :before, newest first.
-SELECT id FROM onceq_jobs
-WHERE id < :before AND id <= :upto AND status IN (SELECT value FROM json_each(:statuses))
-  AND (NOT :plain OR run_id IS NULL)
-  AND (:queue IS NULL OR queue = :queue) AND (:task IS NULL OR task = :task)
-  AND (:status IS NULL OR status = :status) AND (:run_id IS NULL OR run_id = :run_id)
-  AND (:since IS NULL OR created_at >= :since) AND (:until IS NULL OR created_at < :until)
-  AND (:text IS NULL OR instr(args, :text) > 0)
-ORDER BY id DESC LIMIT :limit;
 
 -- name: job_retry_many_lock
 -- The jobs in :ids (a JSON array) an operator retry may send back to pending, as they
