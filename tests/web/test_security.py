@@ -139,6 +139,7 @@ def test_hostile_names_are_text(client: TestClient, history: History) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in job  # a payload key
     assert "&lt;/pre&gt;&lt;script&gt;alert(&#39;payload&#39;)&lt;/script&gt;" in job
     assert "&lt;script&gt;alert(&#39;error&#39;)&lt;/script&gt; &amp; &lt;b&gt;" in job
+    assert 'id="done"' not in client.get("/jobs?done=<script>x").text  # not echoed
     answer = client.get("/")
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert answer.headers["x-frame-options"] == "DENY"

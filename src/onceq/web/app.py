@@ -8,6 +8,7 @@ Blocking store calls run on Starlette's thread pool.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -125,10 +126,11 @@ class Dashboard:
         before = forms.integer(request.query_params, "before", 1)
         after = forms.integer(request.query_params, "after", 0)
         page = self.store.job_page(f, before=before, after=after, limit=PAGE)
-        done = request.query_params.get("done", "")
+        # What a bulk action reports on its way back (only in the form it writes it).
+        done = re.fullmatch(r"(retry|cancel):(\d{1,19})", request.query_params.get("done", ""))
         return self.page(request, "jobs.html", title="Jobs", nav="jobs", f=f, page=page,
                          statuses=JOB_STATUSES, fields=forms.filter_fields(f),
-                         done=done[:100])  # fmt: skip
+                         done=done.groups() if done else None)  # fmt: skip
 
     def bulk_confirm(self, request: Request) -> Response:
         action = _action(request.query_params.get("action"))
