@@ -152,6 +152,20 @@ def test_retention_of_folded_jobs_keeps_the_totals(store: Store, store_url: str)
     assert gauge(stats) == {("default", "running"): 1}
 
 
+def test_a_stale_completion_sent_with_the_next_claim_is_counted(
+    store: Store, store_url: str
+) -> None:
+    """The worker's usual cycle (results, then a claim: one statement on PostgreSQL) with
+    leases its worker lost: refused, and counted."""
+    store.job_insert_many([NewJob("t.c", {}) for _ in range(2)])
+    first, second = store.job_claim("w", None, 2, 30)
+    store.job_rescue_worker("w", "gone")
+    done, claimed = store.job_complete_and_claim([(first, "1"), (second, "2")], "w2", None, 2, 30)
+    assert done == set() and claimed == []
+    t = totals(check(store, store_url))[("default", "t.c")]
+    assert t["stale"] == {"complete": 2} and t["lease_losses"] == 2
+
+
 def test_an_unexplained_rerun_is_seen(store: Store, store_url: str) -> None:
     """A job run again after it succeeded — what onceq makes impossible — written around
     onceq: the counter that must stay 0 does not."""
