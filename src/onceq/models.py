@@ -312,7 +312,7 @@ class TaskStats:
 
     Counts survive restarts and retention. `retried`: failed attempts sent back to
     pending by the task's retry policy. `reruns`: runs after the first, by what explains
-    them (`retry`, `lease_lost`, `operator`); `reruns_unexplained` must stay 0.
+    them (`retry`, `lease_lost`, `operator`, `shutdown`); `reruns_unexplained` must stay 0.
     `stale_writes`: writes refused because their lease was gone, by kind of write.
     `duration`/`wait`: succeeded jobs' run time and the time from due to start.
     """

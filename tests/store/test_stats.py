@@ -166,6 +166,16 @@ def test_a_stale_completion_sent_with_the_next_claim_is_counted(
     assert t["stale"] == {"complete": 2} and t["lease_losses"] == 2
 
 
+def test_a_rerun_after_a_shutdown_is_explained_by_it(store: Store, store_url: str) -> None:
+    store.job_insert(NewJob("t.s", {}))
+    store.job_claim("w", None, 1, 30)
+    store.job_rescue_stopped("w", "its grace ran out")  # put back, its attempt given back
+    (again,) = store.job_claim("w2", None, 1, 30)
+    store.job_complete(again, 1)
+    t = totals(check(store, store_url))[("default", "t.s")]
+    assert t["reruns"] == {"shutdown": 1} and t["unexplained"] == 0 and t["lease_losses"] == 0
+
+
 def test_an_unexplained_rerun_is_seen(store: Store, store_url: str) -> None:
     """A job run again after it succeeded — what onceq makes impossible — written around
     onceq: the counter that must stay 0 does not."""
@@ -188,6 +198,7 @@ RERUN_KIND = {
     "worker_died": "lease_lost",
     "failed": "operator",
     "cancelled": "operator",
+    "stopped": "shutdown",
 }
 
 

@@ -174,6 +174,7 @@ def test_listening_beyond_loopback_needs_credentials() -> None:
         (["--host", "0.0.0.0"], {}, "refusing to listen on 0.0.0.0 without credentials"),
         (["--host", "0.0.0.0"], {"ONCEQ_DASHBOARD_AUTH": "no-colon"}, "USER:PASSWORD"),
         (["--port", "70000"], {}, "port must be between 1 and 65535"),
+        ([], {}, "no store at sqlite:///"),  # nothing to show: nothing is created
     ],
 )
 def test_the_command_refuses_in_one_line(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onceq.cli.common import UrlOption, errors, fail
+from onceq.cli.common import UrlOption, errors, fail, store_url
 
 NEEDS = ("starlette", "jinja2", "uvicorn", "prometheus_client")
 
@@ -50,4 +50,4 @@ def dashboard(
             metrics_public=metrics_public,
             allow_hosts=allow_host or (),
         )
-        raise typer.Exit(server.serve(url, chosen))
+        raise typer.Exit(server.serve(store_url(url), chosen))

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from onceq.models import HISTOGRAM_BOUNDS, JOB_STATUSES, Histogram, Stats, TaskStats
 
 WRITES = ("complete", "fail", "release", "give_up")  # writes a stale lease may send
-CAUSES = ("retry", "lease_lost", "operator")  # what explains a re-run
+CAUSES = ("retry", "lease_lost", "operator", "shutdown")  # what explains a re-run
 
 # (name, help, what it counts); every one labelled by queue and task.
 COUNTERS: tuple[tuple[str, str, Callable[[TaskStats], int]], ...] = (
@@ -105,7 +105,7 @@ def families(stats: Stats) -> Iterator[Metric]:
     explained = CounterMetricFamily(
         "onceq_reruns_explained",
         "Runs of a job after the first, by what explains them: its retry policy, a lost "
-        "lease, or an operator's retry.",
+        "lease, an operator's retry, or a shutdown that put it back while it ran.",
         labels=["queue", "task", "cause"],
     )
     for t in tasks:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from onceq.errors import ConfigError
-from onceq.store import Store, open_store
-from onceq.store.urls import parse_url, resolve
+from onceq.store import open_store
 from onceq.web.app import Options, create_app
 from onceq.web.security import LOOPBACK_NAMES, Credentials, is_loopback
 
@@ -61,25 +59,11 @@ def plan(
     return Plan(host, port, options)
 
 
-def open_existing(url: str | None) -> Store:
-    """The store to show. An SQLite file that does not exist is not created: there is
-    nothing to show yet."""
-    resolved = resolve(url)
-    parsed = parse_url(resolved)
-    local = parsed.dialect == "sqlite" and parsed.target != ":memory:"
-    if local and not os.path.exists(parsed.target):
-        raise ConfigError(
-            f"no store at {resolved}: nothing to show yet (enqueue a job, or run "
-            "`onceq migrate`, first)"
-        )
-    return open_store(resolved)
-
-
-def serve(url: str | None, chosen: Plan, *, log_level: str = "info") -> int:
+def serve(url: str, chosen: Plan, *, log_level: str = "info") -> int:
     """Run the dashboard until interrupted (SIGINT/SIGTERM); 0."""
     import uvicorn
 
-    store = open_existing(url)
+    store = open_store(url, create=False)  # nothing to show where no store exists yet
     try:
         app = create_app(store, chosen.options)
         config = uvicorn.Config(

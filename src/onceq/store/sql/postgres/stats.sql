@@ -193,6 +193,7 @@ SELECT queue, task, name, NULL, count(*) FROM (
         WHEN 'retried' THEN 'rerun_retry'
         WHEN 'lease_expired' THEN 'rerun_lease_lost' WHEN 'worker_died' THEN 'rerun_lease_lost'
         WHEN 'failed' THEN 'rerun_operator' WHEN 'cancelled' THEN 'rerun_operator'
+        WHEN 'stopped' THEN 'rerun_shutdown'
         WHEN 'succeeded' THEN 'rerun_unexplained' WHEN 'open' THEN 'rerun_unexplained'
         END AS name
     FROM a WHERE token > 1) AS r
