@@ -365,17 +365,6 @@ class JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class Holder:
-    """A worker holding leases right now, as the job rows tell it."""
-
-    worker: str
-    running: int
-    queues: tuple[str, ...]
-    since: datetime
-    lease_until: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class StepItem:
     """One item of a fan-out: its arguments (or why they could not be resolved) and its
     job, once dispatched."""

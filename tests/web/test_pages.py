@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from onceq import App
-from onceq.models import NewJob
+from onceq.models import NewJob, WorkerRecord
 from tests.web.conftest import History, client_for
 
 
@@ -168,19 +166,13 @@ def test_read_only_shows_no_action(app: App, history: History) -> None:
     assert app.store.job_get(history.failed[0]).status == "failed"
 
 
-def test_workers_from_the_registry_when_the_store_has_one(
-    app: App, history: History, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the worker registry (issue 12's `worker_list()`), its records are shown; the
-    page falls back to the workers holding leases otherwise (the other tests)."""
-    record = SimpleNamespace(
+def test_workers_from_the_registry(app: App, history: History) -> None:
+    app.store.worker_register(WorkerRecord(
         name="<b>w-1</b>", host="box-1", pid=4242, queues=None, concurrency=8,
         version="0.1.0", started_at=datetime(2026, 1, 1, tzinfo=UTC),
         last_seen=datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
-    )  # fmt: skip
-    monkeypatch.setattr(app.store, "worker_list", lambda: [record], raising=False)
+    ))  # fmt: skip
     with client_for(app.store) as client:
         for path in ("/workers", "/"):
             html = client.get(path).text
             assert "&lt;b&gt;w-1&lt;/b&gt;" in html and "box-1" in html and "(all)" in html
-            assert "no worker registry" not in html

@@ -15,9 +15,9 @@ Moving things out of the rows keeps the totals whole:
   (`_stats_reopen`): its failure stays counted, the gauge is corrected
   (`reopened_<status>`), and its next outcome is counted when it comes;
 - deleting jobs folds them first, in the same transaction (`_stats_forget`, as
-  `queue_purge` does), or deletes only jobs folded already (retention: `FOLDED`, after
-  `stats_catch_up`, then `_stats_pruned` with what it deleted): their totals stay and
-  the gauge is corrected (`pruned_<status>`).
+  `queue_purge` does), or deletes only jobs folded already (retention: each batch folds
+  first, its statements skip the rest, and `_stats_pruned` takes what it deleted): their
+  totals stay and the gauge is corrected (`pruned_<status>`).
 
 Rare events are counted where they happen, in the store's transition path
 (`count_jobs`): a lease lost (rescued, or given up by its worker), a rescue, a stale
@@ -48,11 +48,6 @@ FOLD_BUDGET = 2.0  # seconds a read spends catching up before it counts the rest
 HUGE_ID = 2**62  # "no upper bound", as a bound (a generic plan then still uses the index)
 MINUTES_KEPT = 180
 EMPTY = "[]"
-# What retention adds to its deletes so that it removes folded jobs only (their rows are
-# no longer needed for the totals): at or below the mark, and not open.
-FOLDED = ("id <= (SELECT folded_to FROM onceq_stats_mark) AND NOT EXISTS "
-          "(SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = onceq_jobs.id)")  # fmt: skip
-
 Event = tuple[str, str, str, float]  # (queue, task, name, n)
 
 
@@ -244,9 +239,9 @@ class StatsVerbs:
             tx.run("stats_open_close", {"ids": json.dumps(sorted(open_))})
 
     def _stats_pruned(self, tx: Tx, jobs: Mapping[tuple[str, str, str], int]) -> None:
-        """Jobs retention deleted in this transaction, by (queue, task, status): their
-        totals stay; the gauge forgets them. Retention must delete only jobs folded
-        already (FOLDED below), and fold before it prunes (`stats_catch_up`)."""
+        """Jobs retention deleted in this transaction, by (queue, task, status), folded
+        already (its statements delete no other): their totals stay; the gauge forgets
+        them."""
         add(tx, ((q, t, f"pruned_{status}", n) for (q, t, status), n in jobs.items()
                  if status in FINISHED))  # fmt: skip
 

@@ -1,5 +1,5 @@
 """The store's verbs for the dashboard: filtered keyset pages of jobs, a fan-out's items,
-the workers holding leases, and bulk actions on everything a filter matches.
+and bulk actions on everything a filter matches.
 
 A bulk action is bounded twice: by the highest id the operator saw counted (jobs that
 match later are not touched), and by batches of `BULK_BATCH` jobs, each its own short
@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from onceq.errors import RunNotFound
-from onceq.models import Holder, Job, JobFilter, JobStatus, StepItem
+from onceq.models import Job, JobFilter, JobStatus, StepItem
 from onceq.store import rows
 from onceq.store.transitions import CANCEL_PENDING, RETRY
 from onceq.store.tx import Params, Row, Tx
@@ -151,21 +151,6 @@ class ViewVerbs:
             ids = [r["id"] for r in found]
             before = min(ids)
             done += act(ids)
-
-    def job_holders(self) -> list[Holder]:
-        """The workers that hold leases now (from the running jobs): who is alive, where
-        no worker registry says more."""
-        found = self._read(lambda tx: tx.all("job_holders", {}))
-        return [
-            Holder(
-                worker=r["worker"],
-                running=r["running"],
-                queues=tuple(sorted(json.loads(r["queues"]))),
-                since=rows.dt(r["since"]),
-                lease_until=rows.dt(r["lease_until"]),
-            )
-            for r in found
-        ]
 
     def step_items(self, run_id: int, step: str, first: int = 0, limit: int = 50) -> list[StepItem]:
         """A step's items from item `first` on, with their jobs (a plain step: its job)."""

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,14 +94,6 @@ class Dashboard:
         )
         return HTMLResponse(html, status_code=status)
 
-    def workers(self) -> tuple[str, list[Any]]:
-        """Who is alive: the worker registry's records when this store has one, else the
-        workers holding leases now (from the running jobs)."""
-        registry: Callable[[], list[Any]] | None = getattr(self.store, "worker_list", None)
-        if registry is not None:
-            return "registry", list(registry())
-        return "leases", list(self.store.job_holders())
-
     # -- pages ---------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
@@ -115,11 +107,10 @@ class Dashboard:
             "reruns_explained": sum(sum(t.reruns.values()) for t in stats.tasks),
             "reruns_unexplained": sum(t.reruns_unexplained for t in stats.tasks),
         }
-        source, workers = self.workers()
         return self.page(request, "overview.html", title="Overview", nav="overview",
                          stats=stats, queues=queues, statuses=JOB_STATUSES,
                          chart=charts.throughput(stats.minutes), guarantees=guarantees,
-                         source=source, workers=workers)  # fmt: skip
+                         workers=self.store.worker_list())  # fmt: skip
 
     def jobs(self, request: Request) -> Response:
         f = forms.job_filter(request.query_params)
@@ -182,10 +173,9 @@ class Dashboard:
         return self.page(request, "batch.html", title=f"Batch {name}", nav="batches",
                          batch=batch)  # fmt: skip
 
-    def workers_page(self, request: Request) -> Response:
-        source, workers = self.workers()
+    def workers(self, request: Request) -> Response:
         return self.page(request, "workers.html", title="Workers", nav="workers",
-                         source=source, workers=workers, now=datetime.now(UTC))  # fmt: skip
+                         workers=self.store.worker_list())  # fmt: skip
 
     def metrics(self, request: Request) -> Response:
         return Response(exposition(self.stats.get()), media_type=CONTENT_TYPE_LATEST)
@@ -313,7 +303,7 @@ def create_app(store: Store, options: Options | None = None) -> Any:
         Route("/runs/{run_id}", board.run),
         Route("/batches", board.batches),
         Route("/batches/{name}", board.batch),
-        Route("/workers", board.workers_page),
+        Route("/workers", board.workers),
         Route("/metrics", board.metrics),
         Route("/events", board.events),
         Route("/api/stats", board.api_stats),

@@ -97,14 +97,6 @@ WHERE id IN (SELECT v::bigint FROM json_array_elements_text(%(ids)s::json) AS v)
   AND status = 'running'
 ORDER BY id;
 
--- name: job_holders
--- The workers holding leases now, from the running jobs (through their index).
-SELECT worker, count(*)::int AS running, json_agg(DISTINCT queue)::text AS queues,
-       min(started_at) AS since, max(lease_expires_at) AS lease_until
-FROM onceq_jobs
-WHERE status = 'running' AND lease_expires_at IS NOT NULL
-GROUP BY worker ORDER BY worker;
-
 -- name: step_items
 -- A fan-out's items from item %(first)s on, with the job of each one dispatched
 -- (through the dispatch-once index).

@@ -81,14 +81,6 @@ SELECT id FROM onceq_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running'
 ORDER BY id;
 
--- name: job_holders
--- The workers holding leases now, from the running jobs (through their index).
-SELECT worker, count(*) AS running, json_group_array(DISTINCT queue) AS queues,
-       min(started_at) AS since, max(lease_expires_at) AS lease_until
-FROM onceq_jobs
-WHERE status = 'running' AND lease_expires_at IS NOT NULL
-GROUP BY worker ORDER BY worker;
-
 -- name: step_items
 -- A fan-out's items from item :first on, with the job of each one dispatched (through
 -- the dispatch-once index).
