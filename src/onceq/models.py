@@ -285,3 +285,92 @@ class Checkpoint:
     @property
     def complete(self) -> bool:
         return not self.busy and self.moved_pages >= self.wal_pages
+
+
+# Seconds: the bucket bounds of both job histograms (run time and wait). The folded
+# history keeps counts per bucket index, so changing these needs a migration.
+HISTOGRAM_BOUNDS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Counts per bucket (not cumulative; the last one is above every bound) and the sum."""
+
+    buckets: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Every total onceq keeps for one task of one queue, since the store was created.
+
+    Counts survive restarts and retention. `retried`: failed attempts sent back to
+    pending by the task's retry policy. `reruns`: runs after the first, by what explains
+    them (`retry`, `lease_lost`, `operator`, `shutdown`); `reruns_unexplained` must stay 0.
+    `stale_writes`: writes refused because their lease was gone, by kind of write.
+    `duration`/`wait`: succeeded jobs' run time and the time from due to start.
+    """
+
+    queue: str
+    task: str
+    enqueued: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    lease_losses: int = 0
+    rescues: int = 0
+    duplicate_dispatches: int = 0
+    stale_writes: dict[str, int] = field(default_factory=dict)
+    reruns: dict[str, int] = field(default_factory=dict)
+    reruns_unexplained: int = 0
+    duration: Histogram = Histogram((0,) * (len(HISTOGRAM_BOUNDS) + 1), 0.0)
+    wait: Histogram = Histogram((0,) * (len(HISTOGRAM_BOUNDS) + 1), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What the dashboard and /metrics show, read from the store in one snapshot.
+
+    `jobs`: queue → status → jobs now; `oldest_runnable`: queue → seconds its oldest
+    pending, due job has waited (only queues that have one); `minutes`: the last hour,
+    oldest first, as (minute start, succeeded, failed, cancelled)."""
+
+    now: datetime
+    tasks: tuple[TaskStats, ...]
+    jobs: dict[str, dict[str, int]]
+    oldest_runnable: dict[str, float]
+    minutes: tuple[tuple[datetime, int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a dashboard page or bulk action means; None matches anything. `text`
+    is found anywhere in the job's arguments (their JSON text); `since`/`until` bound
+    its creation time."""
+
+    queue: str | None = None
+    task: str | None = None
+    status: JobStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    run_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepItem:
+    """One item of a fan-out: its arguments (or why they could not be resolved) and its
+    job, once dispatched."""
+
+    item: int
+    args: Any
+    error: str | None
+    job_id: int | None
+    status: JobStatus | None

@@ -93,9 +93,11 @@ def test_two_rescuers_of_one_run_do_not_deadlock(
 
     expire(first)
     both_hold_their_jobs = threading.Barrier(2, timeout=20)
+    second_expired = threading.Event()
 
     def first_holds() -> None:
         expire(second)  # only now: the second rescuer's pass finds those two
+        second_expired.set()
         both_hold_their_jobs.wait()
 
     _pause_after(monkeypatch, {
@@ -104,14 +106,14 @@ def test_two_rescuers_of_one_run_do_not_deadlock(
     })  # fmt: skip
     caplog.set_level(logging.INFO, logger="onceq.store")
     other = App(app.url)
-    started = threading.Event()
 
     def b() -> object:
-        started.wait(20)
+        # Not before A holds its two and the other two have expired: started any sooner,
+        # B's pass could find nothing (A's rows are skipped, B's not expired yet).
+        second_expired.wait(20)
         return other.store.job_rescue()
 
     def a() -> object:
-        started.set()
         return app.store.job_rescue()
 
     out = _in_threads(A=a, B=b)

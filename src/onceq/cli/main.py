@@ -1,4 +1,4 @@
-"""`onceq`: migrate, worker, enqueue, and the sub-apps (jobs, workflows, tools)."""
+"""`onceq`: migrate, worker, enqueue, dashboard, and the sub-apps (jobs, workflows, tools)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from onceq.cli.common import (
     store_at,
     store_url,
 )
+from onceq.cli.dashboard import dashboard
 from onceq.cli.demo import demo
 from onceq.cli.tools import bench, diagnose
 from onceq.cli.workflow import workflow_cli
@@ -61,6 +62,7 @@ cli.add_typer(batch_cli, name="batch")
 cli.command()(demo)
 cli.command()(diagnose)
 cli.command()(bench)
+cli.command()(dashboard)
 
 
 @cli.command()
@@ -68,7 +70,7 @@ def migrate(url: UrlOption = None) -> None:
     """Create or upgrade the schema (a second run changes nothing)."""
     with store_at(url, check_schema=False) as store:
         applied = store.migrate()
-        known = len(queries.migrations(store.dialect))
+        known = queries.latest(store.dialect)
     if applied:
         console.print(f"applied migration(s) {', '.join(map(str, applied))}; schema at v{known}")
     else:

@@ -49,7 +49,7 @@ def open_store(
     if not check_schema:
         return store
     try:
-        known = len(queries.migrations(store.dialect))
+        known = queries.latest(store.dialect)
         current = store.schema_version()
         if current == 0 and not create:
             raise missing

@@ -43,6 +43,7 @@ from onceq.store.batches import BatchVerbs
 from onceq.store.periodic import PeriodicVerbs
 from onceq.store.registry import WorkerVerbs
 from onceq.store.retention import RetentionVerbs
+from onceq.store.stats import StatsVerbs
 from onceq.store.transitions import (
     CANCEL,
     CANCEL_PENDING,
@@ -60,6 +61,7 @@ from onceq.store.transitions import (
     run_engine,
 )
 from onceq.store.tx import LeaseKey, Note, Params, Row, Tx
+from onceq.store.views import ViewVerbs
 from onceq.store.wakeup import Waker
 
 log = logging.getLogger("onceq.store")
@@ -71,7 +73,17 @@ KEYED_SCAN = 4
 KEYED_SCAN_MORE = 16
 
 
-class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, PeriodicVerbs, ABC):
+class Store(
+    Transitions,
+    BatchVerbs,
+    AppVerbs,
+    WorkerVerbs,
+    RetentionVerbs,
+    PeriodicVerbs,
+    StatsVerbs,
+    ViewVerbs,
+    ABC,
+):
     """A job store on one database. Thread-safe; one per process is enough."""
 
     dialect: ClassVar[str]
@@ -180,12 +192,13 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, Peri
             self._before_migrate(tx)
             tx.run("migrations_table_create", {})
             current = self._version(tx)
-            if current > len(known):
-                raise SchemaError(schema_too_new(current, len(known)))
-            for version, script in known[current:]:
+            if current > known[-1][0]:
+                raise SchemaError(schema_too_new(current, known[-1][0]))
+            pending = [(version, script) for version, script in known if version > current]
+            for version, script in pending:
                 self._run_script(tx, script)
                 tx.run("migration_record", {"version": version})
-            return [version for version, _ in known[current:]]
+            return [version for version, _ in pending]
 
         return self._in_tx(apply, ("migrate",))
 
@@ -520,23 +533,22 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, Peri
     def job_cancel(self, job_id: int) -> JobStatus:
         """Cancel a pending or running job; returns the status it had. A running job's
         holder can then record nothing more: its lease is dead."""
+        return self._in_tx(lambda tx: self._cancel(tx, job_id), ("cancel",))
 
-        def cancel(tx: Tx) -> JobStatus:
-            row = tx.one("job_lock", {"job_id": job_id})
-            if row is None:
-                raise JobNotFound(f"no job with id {job_id}")
-            before: JobStatus = row["status"]
-            if before in FINISHED:
-                return before
-            done = tx.all("job_cancel", {"job_id": job_id, "running": before == "running"})
-            if before == "running":
-                key = (job_id, row["lease_token"])
-                self._transition(tx, CANCEL, done, [key], error="cancelled")
-            else:
-                self._transition(tx, CANCEL_PENDING, done)
+    def _cancel(self, tx: Tx, job_id: int) -> JobStatus:
+        row = tx.one("job_lock", {"job_id": job_id})
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        before: JobStatus = row["status"]
+        if before in FINISHED:
             return before
-
-        return self._in_tx(cancel, ("cancel",))
+        done = tx.all("job_cancel", {"job_id": job_id, "running": before == "running"})
+        if before == "running":
+            key = (job_id, row["lease_token"])
+            self._transition(tx, CANCEL, done, [key], error="cancelled")
+        else:
+            self._transition(tx, CANCEL_PENDING, done)
+        return before
 
     def job_retry(self, job_id: int, extra_attempts: int = 1) -> Job:
         """Put a failed or cancelled job back to pending with at least `extra_attempts` left."""
@@ -558,15 +570,19 @@ class Store(Transitions, BatchVerbs, AppVerbs, WorkerVerbs, RetentionVerbs, Peri
                     f"job {job_id} is {row['status']}: only failed or cancelled jobs can be retried"
                 )
             self._transition(tx, RETRY, [done])
+            self._stats_reopen(tx, [row])
             return done
 
         return rows.job(self._in_tx(retry, ("retry",)))
 
     def queue_purge(self, queue: str) -> int:
         """Delete every job of `queue`, its attempts, and the workflow runs its jobs
-        belonged to; returns how many jobs went."""
+        belonged to (with their jobs); returns how many jobs of `queue` went. What they
+        added to the totals stays (see stats.py)."""
 
         def purge(tx: Tx) -> int:
+            going = tx.all("queue_purge_ids", {"queue": queue})
+            self._stats_forget(tx, [r["id"] for r in going])
             tx.run("queue_purge", {"queue": queue})
             return tx.run("queue_purge_jobs", {"queue": queue})
 

@@ -1,9 +1,10 @@
 """Named SQL statements, one folder per dialect, parsed once at import.
 
 A dialect's statements are every `*.sql` file of its folder (`queries.sql`, the job
-store's; `operating.sql`, what keeps a store running for months), under one set of
-names. A statement starts at a `-- name: NAME` line and runs to the next one; the
-comment lines right under the name describe it.
+store's; `operating.sql`, what keeps a store running for months; `stats.sql` and
+`views.sql`, the dashboard's), under one set of names. A statement starts at a
+`-- name: NAME` line and runs to the next one; the comment lines right under the name
+describe it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def load(dialect: str) -> dict[str, str]:
 
 @cache
 def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
-    """(version, sql) of every migration file of a dialect, in order."""
+    """(version, sql) of every migration file of a dialect, in order. Numbers may skip
+    one (branches take their numbers ahead of merging); each is applied once, in order,
+    by a database whose schema is older."""
     folder = resources.files("onceq.store").joinpath("sql", dialect, "migrations")
     found = []
     for entry in folder.iterdir():
@@ -51,6 +54,12 @@ def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
         if match:
             found.append((int(match.group(1)), entry.read_text()))
     found.sort()
-    if [v for v, _ in found] != list(range(1, len(found) + 1)):
-        raise ValueError(f"{dialect} migrations are not numbered 1..n: {[v for v, _ in found]}")
+    versions = [v for v, _ in found]
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise ValueError(f"{dialect} migrations must start at 1, once each: {versions}")
     return tuple(found)
+
+
+def latest(dialect: str) -> int:
+    """The schema version this code migrates a database of `dialect` to."""
+    return migrations(dialect)[-1][0]

@@ -10,7 +10,8 @@ A pruned job's idempotency key is free again.
 Each `prune_batch` is one transaction that deletes at most `limit` rows of each kind,
 oldest first: it holds SQLite's write lock, or PostgreSQL's row locks, briefly, and
 workers keep running between batches. What a batch deletes passes `_pruned` in the same
-transaction: the one place where counters that must outlive the rows fold them in.
+transaction: the one place where counters that must outlive the rows fold them in. Only
+jobs the dashboard's totals have folded are deleted (store/stats.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Pruned:
     runs: int = 0
     items: int = 0
     done: bool = True
-    seconds: float = 0.0  # spent inside its transactions (not waiting for a lock)
+    seconds: float = 0.0  # spent in its transactions (and its fold: store/stats.py)
 
     @property
     def job_count(self) -> int:
@@ -63,17 +64,27 @@ class Pruned:
 
 
 class RetentionVerbs:
-    """Mixed into Store: the dialect supplies _in_tx."""
+    """Mixed into Store: the dialect supplies _in_tx; StatsVerbs, the fold."""
 
     _in_tx: Callable[..., Any]
+    stats_fold: Callable[..., int]
+    _stats_pruned: Callable[[Tx, Mapping[PruneKey, int]], None]
 
     def prune_batch(self, older_than: float, limit: int = 2000) -> Pruned:
         """One transaction of retention: up to `limit` finished jobs outside runs, then,
         in what is left of `limit`, jobs of ended runs, their fan-out items, and the
-        runs left without jobs. `done` when it found less than `limit` to delete."""
+        runs left without jobs. `done` when it found less than `limit` to delete.
+
+        Only jobs the dashboard's totals have folded already are deleted (their rows are
+        no longer needed to count them: store/stats.py), so each batch first folds the
+        next part of the history, in a transaction of its own; a pass is not `done` while
+        that fold is behind."""
         if older_than < 0 or limit < 1:
             raise ValueError("older_than must be >= 0 and limit >= 1")
         params = {"older_than": float(older_than)}
+        folding = time.perf_counter()
+        behind = self.stats_fold()
+        folding = time.perf_counter() - folding
 
         def prune(tx: Tx) -> Pruned:
             started = time.perf_counter()
@@ -88,10 +99,10 @@ class RetentionVerbs:
             if left > 0:
                 out.runs = len(tx.all("run_prune", {**params, "limit": left}))
                 left -= out.runs
-            out.done = left > 0
+            out.done = left > 0 and not behind
             tx.run("slot_reap", {})  # slots of keys no claim has come back to
             self._pruned(tx, out.jobs)
-            out.seconds = time.perf_counter() - started
+            out.seconds = time.perf_counter() - started + folding
             return out
 
         result: Pruned = self._in_tx(prune, ("prune",))
@@ -99,8 +110,8 @@ class RetentionVerbs:
 
     def _pruned(self, tx: Tx, jobs: Mapping[PruneKey, int]) -> None:
         """Jobs a prune is deleting, by (queue, task, status), in its transaction: the
-        seam where counters kept apart from the job rows (the dashboard's) fold in what
-        would otherwise vanish with them. Nothing to do here yet."""
+        dashboard's totals keep them, its gauge forgets them."""
+        self._stats_pruned(tx, jobs)
 
     # -- duties one worker does for all ------------------------------------------------
 

@@ -14,7 +14,10 @@ all of them:
    (the fan-in guarantee depends on it) — each run on its own, under a savepoint: a run
    that cannot be advanced ends `failed` with the error, and the rest of the transaction
    (other jobs, other runs) is recorded all the same;
-4. notes, logged once the transaction has committed (and never for one rolled back).
+4. rare events counted for the dashboard and /metrics (store/stats.py): a lease lost
+   (rescued, or given up by its worker), a rescue, a stale write refused — never a write
+   per job on the workers' usual path;
+5. notes, logged once the transaction has committed (and never for one rolled back).
 
 Lock order, everywhere: job rows first, then a run's row.
 
@@ -33,6 +36,7 @@ from typing import Protocol
 from onceq import faults
 from onceq.errors import ConfigError, StoreUnavailable
 from onceq.models import FINISHED, JobStatus
+from onceq.store import stats
 from onceq.store.tx import LeaseKey, Row, Tx, note
 
 
@@ -201,8 +205,24 @@ class Transitions:
             ]
         if op.requeues or op.advances:
             done.changes = self._follow_runs(tx, op, done.changes)
+        if (done.stale and op is not HEARTBEAT) or op is RESCUE or op is GIVE_UP:
+            self._count(tx, op, done)
         self._note(tx, op, done, outcome)
         return done
+
+    def _count(self, tx: Tx, op: Op, done: Recorded) -> None:
+        """Count the rare events of a write. (A refused heartbeat is not counted: one that
+        merely crossed its holder's completion is refused too; the loss it reveals is
+        counted where the lease was taken away.)"""
+        names: dict[int, list[str]] = {}
+        if op is not HEARTBEAT:
+            for job_id, _ in done.stale:
+                names.setdefault(job_id, []).append(f"stale_{op.name}")
+        if op is RESCUE or op is GIVE_UP:
+            lost = ["lease_lost", "rescued"] if op is RESCUE else ["lease_lost"]
+            for c in done.changes:
+                names.setdefault(c.job_id, []).extend(lost)
+        stats.count_jobs(tx, names)
 
     def _follow_runs(self, tx: Tx, op: Op, changes: list[Change]) -> list[Change]:
         """The runs of these changes: each one touched is locked once, all in run id

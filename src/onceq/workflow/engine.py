@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from onceq.errors import WorkflowError
-from onceq.store import jsoncodec
+from onceq.store import jsoncodec, stats
 from onceq.store.transitions import Change, set_run_engine
 from onceq.store.tx import Row, Tx
 from onceq.workflow import refs
@@ -216,6 +216,7 @@ class _Run:
         })  # fmt: skip
         if inserted is None:  # the unique index held: this item was dispatched already
             log.error("run %s step %s item %s: second dispatch refused", self.id, step, item)
+            stats.add(self.tx, [(spec.queue or "", spec.task, "dispatch_suppressed", 1)])
         return True
 
     def _finish(self, name: str, status: str) -> None:

@@ -39,12 +39,15 @@ FROM onceq_workers ORDER BY started_at, name;
 
 -- name: job_prune
 -- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE), counted
--- by queue, task and status for the counters (Store._pruned).
+-- by queue, task and status for the counters (Store._pruned). Only jobs the totals have
+-- folded (at or below the mark, not open: store/stats.py).
 WITH doomed AS (
     SELECT id FROM onceq_jobs
     WHERE run_id IS NULL AND finished_at IS NOT NULL
       AND finished_at < now() - make_interval(secs => %(older_than)s)
       AND status IN ('succeeded', 'failed', 'cancelled')
+      AND id <= (SELECT folded_to FROM onceq_stats_mark)
+      AND NOT EXISTS (SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = onceq_jobs.id)
     ORDER BY finished_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
@@ -55,12 +58,14 @@ SELECT queue, task, status, count(*)::int AS n FROM gone GROUP BY queue, task, s
 
 -- name: run_jobs_prune
 -- The finished jobs of workflow runs that ended that long ago (a job still running in
--- a cancelled run stays until it has finished).
+-- a cancelled run stays until it has finished), folded ones only, as job_prune.
 WITH doomed AS (
     SELECT j.id FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
     WHERE r.finished_at IS NOT NULL
       AND r.finished_at < now() - make_interval(secs => %(older_than)s)
       AND j.status IN ('succeeded', 'failed', 'cancelled')
+      AND j.id <= (SELECT folded_to FROM onceq_stats_mark)
+      AND NOT EXISTS (SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = j.id)
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
 ), gone AS (

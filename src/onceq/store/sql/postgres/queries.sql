@@ -109,6 +109,14 @@ DELETE FROM onceq_runs WHERE id IN (SELECT run_id FROM onceq_jobs WHERE queue = 
 -- name: queue_purge_jobs
 DELETE FROM onceq_jobs WHERE queue = %(queue)s;
 
+-- name: queue_purge_ids
+-- The jobs queue_purge deletes: the queue's, and every job of the runs they belong to
+-- (the runs' deletion cascades to them), locked first: their totals are folded before.
+SELECT id FROM onceq_jobs
+WHERE queue = %(queue)s
+   OR run_id IN (SELECT run_id FROM onceq_jobs WHERE queue = %(queue)s AND run_id IS NOT NULL)
+ORDER BY id FOR UPDATE;
+
 -- name: job_get_by_key
 SELECT * FROM onceq_jobs WHERE key = %(key)s;
 

@@ -37,20 +37,25 @@ FROM onceq_workers ORDER BY started_at, name;
 -- name: job_prune
 -- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE). One row
 -- per job deleted, for the counters (Store._pruned). (PostgreSQL returns them counted.)
+-- Only jobs the totals have folded (at or below the mark, not open: store/stats.py).
 DELETE FROM onceq_jobs WHERE id IN (
     SELECT id FROM onceq_jobs
     WHERE run_id IS NULL AND finished_at IS NOT NULL AND finished_at < :now - :older_than
       AND status IN ('succeeded', 'failed', 'cancelled')
+      AND id <= (SELECT folded_to FROM onceq_stats_mark)
+      AND NOT EXISTS (SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = onceq_jobs.id)
     ORDER BY finished_at LIMIT :limit)
 RETURNING queue, task, status, 1 AS n;
 
 -- name: run_jobs_prune
 -- The finished jobs of workflow runs that ended that long ago (a job still running in
--- a cancelled run stays until it has finished).
+-- a cancelled run stays until it has finished), folded ones only, as job_prune.
 DELETE FROM onceq_jobs WHERE id IN (
     SELECT j.id FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
     WHERE r.finished_at IS NOT NULL AND r.finished_at < :now - :older_than
       AND j.status IN ('succeeded', 'failed', 'cancelled')
+      AND j.id <= (SELECT folded_to FROM onceq_stats_mark)
+      AND NOT EXISTS (SELECT 1 FROM onceq_stats_open AS o WHERE o.job_id = j.id)
     LIMIT :limit)
 RETURNING queue, task, status, 1 AS n;
 

@@ -119,6 +119,13 @@ DELETE FROM onceq_runs WHERE id IN (SELECT run_id FROM onceq_jobs WHERE queue = 
 -- name: queue_purge_jobs
 DELETE FROM onceq_jobs WHERE queue = :queue;
 
+-- name: queue_purge_ids
+-- The jobs queue_purge deletes: the queue's, and every job of the runs they belong to
+-- (the runs' deletion cascades to them). Their totals are folded first.
+SELECT id FROM onceq_jobs
+WHERE queue = :queue
+   OR run_id IN (SELECT run_id FROM onceq_jobs WHERE queue = :queue AND run_id IS NOT NULL);
+
 -- name: job_heartbeat
 -- Extends every lease in :leases that is still held; returns those kept.
 -- (No row is ever `busy` here: a transaction holds the whole file, not rows.)
