@@ -44,9 +44,7 @@ def load(dialect: str) -> dict[str, str]:
 
 @cache
 def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
-    """(version, sql) of every migration file of a dialect, in order. Numbers may skip
-    one (branches take their numbers ahead of merging); each is applied once, in order,
-    by a database whose schema is older."""
+    """(version, sql) of every migration file of a dialect, in order: numbered 1..n."""
     folder = resources.files("onceq.store").joinpath("sql", dialect, "migrations")
     found = []
     for entry in folder.iterdir():
@@ -54,9 +52,8 @@ def migrations(dialect: str) -> tuple[tuple[int, str], ...]:
         if match:
             found.append((int(match.group(1)), entry.read_text()))
     found.sort()
-    versions = [v for v, _ in found]
-    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
-        raise ValueError(f"{dialect} migrations must start at 1, once each: {versions}")
+    if [v for v, _ in found] != list(range(1, len(found) + 1)):
+        raise ValueError(f"{dialect} migrations are not numbered 1..n: {[v for v, _ in found]}")
     return tuple(found)
 
 
