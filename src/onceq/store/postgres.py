@@ -76,24 +76,28 @@ _savepoints = itertools.count()
 
 
 class _PgTx:
-    __slots__ = ("base", "cur", "notes", "q")
+    __slots__ = ("base", "cur", "done", "notes", "q")
 
     def __init__(self, cur: psycopg.Cursor[dict[str, Any]], q: dict[str, bytes], channel: str):
         self.cur = cur
         self.q = q
         self.base = {"channel": channel}
         self.notes: list[Note] = []
+        self.done = 0  # statements that returned (in autocommit, each one committed)
 
     def all(self, name: str, params: Params) -> list[Row]:
         self.cur.execute(self.q[name], {**self.base, **params})
+        self.done += 1
         return list(self.cur.fetchall()) if _has_rows(self.cur) else []
 
     def one(self, name: str, params: Params) -> Row | None:
         self.cur.execute(self.q[name], {**self.base, **params})
+        self.done += 1
         return self.cur.fetchone() if _has_rows(self.cur) else None
 
     def run(self, name: str, params: Params) -> int:
         self.cur.execute(self.q[name], {**self.base, **params})
+        self.done += 1
         return self.cur.rowcount
 
     @contextmanager
@@ -234,6 +238,7 @@ class PostgresStore(PostgresAppVerbs, Store):
         for attempt in range(10):
             conn = self._getconn()
             phase = "begin"
+            tx: _PgTx | None = None
             lost: str | None = None  # the COMMIT was sent and its answer never came
             try:
                 if self._statement_ms and self._applied.get(conn) != self._statement_ms:
@@ -265,6 +270,15 @@ class PostgresStore(PostgresAppVerbs, Store):
                         _sever(conn)
                         lost = "injected fault: the answer to COMMIT was lost"
             except psycopg.Error as exc:
+                if single and tx is not None and tx.done > 0:
+                    # The write committed on its own; a statement after it failed, so
+                    # what the write did is not known here: neither an error that says
+                    # "nothing was written" nor a retry that would write it again.
+                    _rollback(conn)
+                    raise OutcomeUnknown(
+                        f"PostgreSQL at {self.where}: {_reason(exc)} (after a write that "
+                        "committed on its own: its answer is lost)"
+                    ) from exc
                 if not (conn.broken or conn.closed):
                     _rollback(conn)
                     if isinstance(exc, _RETRYABLE) and attempt < 9:
