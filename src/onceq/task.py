@@ -31,6 +31,7 @@ from pydantic_core import PydanticSerializationError
 # pydantic needs typing_extensions' TypedDict before Python 3.12 (it is pydantic's own dependency)
 from typing_extensions import TypedDict
 
+from onceq.durations import MAX_SECONDS
 from onceq.errors import PayloadError
 from onceq.models import Job, NewJob
 from onceq.store import jsoncodec
@@ -95,8 +96,8 @@ class Task(Generic[P, R]):
         self.priority = priority
         if retries < 0:
             raise ValueError(f"task {self.name}: retries must be >= 0")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"task {self.name}: timeout must be positive")
+        if timeout is not None and not 0 < timeout <= MAX_SECONDS:
+            raise ValueError(f"task {self.name}: timeout must be positive, at most 100 years")
         self.retry = RetryPolicy(retries, retry_backoff, retry_on)
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)

@@ -83,11 +83,14 @@ def test_one_line_for_a_broken_app_a_bad_log_level_and_a_task_typo(tmp_path: Pat
     assert "broken_app.py:6: NameError: name 'undefined_name' is not defined" in broken
 
 
-def test_read_only_commands_never_create_a_store(tmp_path: Path, pg_server: str) -> None:
+def test_commands_that_need_a_store_never_create_one(tmp_path: Path, pg_server: str) -> None:
     typo = tmp_path / "typo.db"
+    batch = tmp_path / "batch.yaml"  # clean finds its store before it reads the file
     schema = f"onceq_typo_{uuid.uuid4().hex[:8]}"
     for url in (f"sqlite:///{typo}", f"{pg_server}?schema={schema}"):
-        for args in (["jobs"], ["job", "1"], ["workflow", "show", "1"], ["workflow", "list"]):
+        for args in (["jobs"], ["job", "1"], ["workflow", "show", "1"], ["workflow", "list"],
+                     ["workers"], ["periodic"], ["prune"], ["batch", "show", "b"],
+                     ["batch", "list"], ["batch", "clean", str(batch)]):  # fmt: skip
             result = onceq(*args, "--url", url, cwd=tmp_path)
             assert result.returncode == 2
             assert result.stderr.startswith(f"error: no store at {url} "), result.stderr

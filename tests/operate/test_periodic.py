@@ -150,6 +150,7 @@ def test_bad_schedules_are_refused_in_one_line(app: App) -> None:
         ({"cron": "* * *"}, nothing, "it needs 5 fields"),
         ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, nothing, "unknown time zone"),
         ({"every": 0}, nothing, "every= must be a positive number of seconds"),
+        ({"every": 1e12}, nothing, "duration 1000000000000.0 is too long: at most 100 years"),
         ({"every": 5, "timezone": "Europe/Paris"}, nothing, "timezone= goes with cron="),
         ({"every": 5, "catch_up": 0}, nothing, "catch_up must be a whole number >= 1"),
         ({"every": 5}, needs, "a tick cannot call its handler (tests.operate.test_periodic"),

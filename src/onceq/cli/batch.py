@@ -63,7 +63,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Each task's status, rounds, branch, worktree, times, and why it failed."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         record = store.batch_get(name)
     if record is None:
         fail(f"no batch named {name!r} in this store")
@@ -76,7 +76,7 @@ def show(
 @batch_cli.command("list")
 def list_batches(url: UrlOption = None, as_json: JsonFlag = False) -> None:
     """Every batch and how many of its tasks are in each status."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.batch_list()
     if as_json:
         print_json([{"name": r.name, "repo": r.repo, "base": r.base, "status": status_of(r),
@@ -98,7 +98,7 @@ def clean(
     """Remove a batch's worktrees and branches, prune, and forget the batch."""
     from onceq import batch
 
-    with store_at(url) as store, errors():
+    with store_at(url, create=False) as store, errors():
         freed, branches = batch.clean(file, store, force=force)
     console.print(f"removed the worktrees ({freed / 1e6:.1f} MB freed) and {branches} branch(es)")
 

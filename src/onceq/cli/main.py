@@ -23,6 +23,7 @@ from onceq.cli.dashboard import dashboard
 from onceq.cli.demo import demo
 from onceq.cli.tools import bench, diagnose
 from onceq.cli.workflow import workflow_cli
+from onceq.durations import MAX_SECONDS
 from onceq.store import queries
 from onceq.version import __version__
 
@@ -88,8 +89,12 @@ def worker(
         list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeatable).")
     ] = None,
     burst: Annotated[bool, typer.Option(help="Exit once no job of its queues is left.")] = False,
-    lease: Annotated[float, typer.Option(min=0.1, help="Lease length, seconds.")] = 30.0,
-    grace: Annotated[float, typer.Option(min=0, help="Seconds to finish jobs on SIGTERM.")] = 30.0,
+    lease: Annotated[
+        float, typer.Option(min=0.1, max=MAX_SECONDS, help="Lease length, seconds.")
+    ] = 30.0,
+    grace: Annotated[
+        float, typer.Option(min=0, max=MAX_SECONDS, help="Seconds to finish jobs on SIGTERM.")
+    ] = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
 ) -> None:

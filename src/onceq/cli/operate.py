@@ -28,7 +28,7 @@ def _when(value: datetime | None) -> str:
 
 def workers(url: UrlOption = None, as_json: JsonFlag = False) -> None:
     """The live workers: host, pid, queues, concurrency, started, last seen."""
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.worker_list()
     if as_json:
         print_json({"workers": [w.to_json() for w in found]})
@@ -61,7 +61,7 @@ def prune(
 
     with errors():
         age = parse_duration(older_than)
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         pruned = retention.prune(store, age)
     if as_json:
         print_json({"older_than": age, **pruned.to_json()})
@@ -76,7 +76,7 @@ def periodic(url: UrlOption = None, as_json: JsonFlag = False) -> None:
     """The periodic tasks the workers know: schedule, last tick enqueued, next tick."""
     from onceq.schedule.cron import from_spec
 
-    with store_at(url) as store:
+    with store_at(url, create=False) as store:
         found = store.periodic_list()
     now = datetime.now(UTC)
     listed = []

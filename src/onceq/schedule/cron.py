@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from onceq.durations import bounded
 from onceq.errors import ConfigError
 
 # How far back a clock change may still matter to a reverse walk (no zone has ever
@@ -57,7 +58,7 @@ class Every:
     def __init__(self, seconds: float) -> None:
         if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
             raise ConfigError(f"every= must be a positive number of seconds, got {seconds!r}")
-        self.seconds = float(seconds)
+        self.seconds = bounded(float(seconds), seconds)
 
     def _at(self, k: int) -> datetime:
         return EPOCH + timedelta(seconds=k * self.seconds)

@@ -311,6 +311,7 @@ class PostgresStore(PostgresAppVerbs, Store):
                 self.pool.putconn(conn)
             if lost is not None and not read:
                 raise self._lost(backend, lost)
+            assert tx is not None
             self._emit(tx.notes)
             return out
         raise AssertionError("unreachable")
