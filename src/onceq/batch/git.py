@@ -141,16 +141,29 @@ def tasks_merged(cwd: str | Path, tip: str, since: str) -> dict[str, str]:
     return found
 
 
+def revs(cwd: str | Path, *refs: str) -> list[str]:
+    """Several commits or trees (`x^{tree}`) in one call; GitError if one is missing.
+    (Full ref names only, as onceq writes them: nothing here separates them from paths.)"""
+    return out(cwd, "rev-parse", *refs).split()
+
+
 def checkouts(repo: str | Path, branch: str) -> list[Path]:
     """Every working tree that has `branch` checked out (the repository's own, or a
     linked worktree of the user's; onceq's own stay detached)."""
+    return [path for path, _ in _checkouts(repo, branch)]
+
+
+def _checkouts(repo: str | Path, branch: str) -> list[tuple[Path, str]]:
+    """checkouts, with the commit each is at (the branch's tip, as git read it)."""
     text = out(repo, "worktree", "list", "--porcelain")
-    found, path = [], None
+    found, path, head = [], None, ""
     for line in text.splitlines():
         if line.startswith("worktree "):
             path = Path(line.removeprefix("worktree "))
+        elif line.startswith("HEAD "):
+            head = line.removeprefix("HEAD ")
         elif line == f"branch refs/heads/{branch}" and path is not None:
-            found.append(path)
+            found.append((path, head))
     return found
 
 
@@ -165,9 +178,10 @@ def advance(repo: str | Path, branch: str, old: str, new: str, since: str) -> tu
     and every checkout of it along with it. (False, "") when it had moved; (False, why)
     when a checkout of it has local changes in the way (nothing is moved then: the
     base is never moved under a checkout that cannot follow)."""
-    if rev(repo, f"refs/heads/{branch}") != old:
+    found = _checkouts(repo, branch)
+    if any(tip != old for _, tip in found):
         return False, ""  # moved already: nothing to bring any checkout to
-    trees = checkouts(repo, branch)
+    trees = [tree for tree, _ in found]  # none: the swap below is the only check needed
     for tree in trees:
         problem = catch_up(tree, old, since)
         if problem is None:

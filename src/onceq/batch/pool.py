@@ -85,7 +85,24 @@ def prepare(repo: Path, common_dir: Path, path: Path, start: str) -> None:
 def reset(path: Path, start: str) -> None:
     """Throw away everything in the worktree and check `start` out (detached)."""
     git.git(path, "checkout", "-q", "-f", "--detach", start)
+    clean(path)
+
+
+def clean(path: Path) -> None:
+    """Remove every file git does not track, ignored ones included."""
     git.git(path, "clean", "-q", "-f", "-f", "-d", "-x")
+
+
+def head(path: Path) -> str:
+    """The commit a worktree is at: read from its HEAD file while it is detached (as
+    onceq keeps it), from git otherwise (an agent may have checked a branch out)."""
+    text = (_admin(path) / "HEAD").read_text().strip()
+    if not text.startswith("ref:") and len(text) in (40, 64):
+        return text
+    found = git.rev(path, "HEAD")
+    if found is None:
+        raise git.GitError(f"the worktree at {path} has no commit checked out")
+    return found
 
 
 def _admin(path: Path) -> Path:

@@ -78,7 +78,12 @@ class TaskRun:
         self.left_queue: list[str] = []  # why it left the merge queue, each time
         # A verification that changed the files it verified (a formatter, say): what
         # passed was not the commit's own tree, so the merge result is verified anyway.
-        self.changed_by_verify = True
+        # None: the last verification's worktree is to be looked at, when it matters.
+        self.changed_by_verify: bool | None = True
+        # Only an attempt that found the task approved can follow one that merged it
+        # and died before recording it: the swap comes after the approved write, and
+        # the merged write is the next one. Others need not look on the base for it.
+        self.may_be_merged = row.status == "approved"
 
     # -- the whole way -------------------------------------------------------------
 
@@ -146,8 +151,7 @@ class TaskRun:
                            self.ctx.should_stop)  # fmt: skip
         self._check_lease()
         git.commit_all(self.path, self._message(), self.who)
-        head = git.rev(self.path, "HEAD")
-        assert head is not None
+        head = pool.head(self.path)
         if not ran.ok:
             problem = f"the agent {ran.describe()}\n{ran.output}"
             self._next_round(problem, start=start)
@@ -182,9 +186,11 @@ class TaskRun:
 
     def _review(self, head: str) -> str | None:
         """What is wrong with the change at `head`, or None; verified on a clean
-        checkout of it (nothing ignored or left over counts)."""
+        checkout of it (nothing ignored or left over counts). The worktree is at `head`
+        with nothing uncommitted but what git ignores (a round just committed all the
+        rest, or it was reset there): cleaning is enough."""
         self._write("reviewing")
-        pool.reset(self.path, head)
+        pool.clean(self.path)
         if self.task.files is not None:
             outside = [f for f in git.changed_files(self.path, self.base_ref, head)
                        if not any(_inside(f, p) for p in self.task.files)]  # fmt: skip
@@ -203,17 +209,21 @@ class TaskRun:
                 self.state.verified = f"failed: {ran.describe()}"
                 return f"verification {ran.describe()}\n{ran.output}"
         self.state.verified = f"passed: {len(steps)} step(s)"
-        self.changed_by_verify = bool(steps) and bool(git.dirty(self.path))
+        self.changed_by_verify = None if steps else False
         return None
+
+    def _verify_changed_files(self) -> bool:
+        """Whether the last verification left the worktree changed (looked at once)."""
+        if self.changed_by_verify is None:
+            self.changed_by_verify = bool(git.dirty(self.path))
+        return self.changed_by_verify
 
     # -- the merge queue -----------------------------------------------------------
 
     def _merge(self) -> None:
-        head = git.rev(self.repo, self.branch)
-        assert head is not None, f"{self.branch} is gone"
         while True:
             with pool.merge_lock(self.common, self.name, self.ctx.should_stop):
-                follow = self._merge_onto_tip(head)
+                follow = self._merge_onto_tip()
             if follow != BLOCKED:
                 break
             time.sleep(BLOCKED_WAIT)  # the turn is free meanwhile: others may merge
@@ -222,19 +232,28 @@ class TaskRun:
             self._next_round(*follow)
             self._until_merged(self._agent_round())
 
-    def _merge_onto_tip(self, head: str) -> tuple[str, str] | None:
-        """Merge `head` onto the base's tip, once; or (feedback, where the next round
-        starts) when it left the queue; or BLOCKED, by a checkout of the base."""
-        verified = git.out(self.repo, "rev-parse", f"{head}^{{tree}}")
+    def _merge_onto_tip(self) -> tuple[str, str] | None:
+        """Merge the task's branch onto the base's tip, once; or (feedback, where the
+        next round starts) when it left the queue; or BLOCKED, by a checkout of the
+        base."""
+        self._take_turn()
+        branch = f"refs/heads/{self.branch}"
+        try:  # the branch's commit and tree, and the base's tip, in one call
+            head, verified, old = git.revs(self.repo, f"{branch}^{{commit}}", f"{branch}^{{tree}}",
+                                           f"{self.base_ref}^{{commit}}")  # fmt: skip
+        except git.GitError:
+            assert git.rev(self.repo, branch) is not None, f"{self.branch} is gone"
+            self._base_tip()  # TaskFailed, naming the base, when it is the one gone
+            raise
         while True:
-            self._take_turn()
-            old = self._base_tip()
-            done = git.tasks_merged(self.repo, old, self.base_start).get(self.spec.tag(self.number))
-            if done is not None:  # merged by an attempt that died before recording it
-                for checkout in git.checkouts(self.repo, self.spec.base):
-                    git.catch_up(checkout, old, self.base_start)  # it may not have moved
-                self._merged(done)
-                return None
+            if self.may_be_merged:
+                tag = self.spec.tag(self.number)
+                done = git.tasks_merged(self.repo, old, self.base_start).get(tag)
+                if done is not None:  # merged by an attempt that died before recording it
+                    for checkout in git.checkouts(self.repo, self.spec.base):
+                        git.catch_up(checkout, old, self.base_start)  # it may not have moved
+                    self._merged(done)
+                    return None
             tree, conflict = git.merge_tree(self.repo, old, head)
             if tree is None:
                 return self._leave_queue(f"merge conflict with {self.spec.base} at "
@@ -242,7 +261,7 @@ class TaskRun:
             new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
             # What was verified is a tree: the same tree (the base has not moved since
             # the round started) needs no second verification.
-            if (tree != verified or self.changed_by_verify) and (
+            if (tree != verified or self._verify_changed_files()) and (
                 self.spec.verify or self.task.verification_steps
             ):
                 pool.reset(self.path, new)
@@ -258,8 +277,10 @@ class TaskRun:
                             blocked)  # fmt: skip
                 self._write("approved", error=blocked, turn_done=True)
                 return BLOCKED
-            if not moved:
-                continue  # the base moved meanwhile: merge onto its new tip, verify again
+            if not moved:  # the base moved meanwhile: merge onto its new tip, verify again
+                self._take_turn()
+                old = self._base_tip()
+                continue
             faults.hit("batch.merge.swapped")
             self._merged(new)
             return None
