@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,13 @@ def git(
     if read_only:
         env["GIT_OPTIONAL_LOCKS"] = "0"
     done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, input=input, capture_output=True, text=True, check=False
+        [_executable(), *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
@@ -44,6 +51,12 @@ def git(
             f"git {args[0]} failed in {cwd}: {detail[-1] if detail else done.returncode}"
         )
     return done
+
+
+@functools.cache
+def _executable() -> str:
+    """git's path, looked up once (not along PATH at every call)."""
+    return shutil.which("git") or "git"
 
 
 def out(cwd: str | Path, *args: str) -> str:
@@ -80,9 +93,12 @@ def identity(repo: str | Path) -> tuple[str, ...]:
 
 
 def commit_all(worktree: str | Path, message: str, who: Sequence[str]) -> bool:
-    """Commit whatever is left in the worktree; False when nothing was."""
+    """Commit whatever is left in the worktree; False when nothing was. (Without the
+    `git maintenance run --auto` a commit starts after itself: a process more on every
+    round, for housekeeping the repository's own next commit or fetch does anyway.)"""
     git(worktree, "add", "-A")
-    done = git(worktree, *who, "commit", "-q", "--no-verify", "-m", message, check=False)
+    done = git(worktree, *who, "-c", "maintenance.auto=false", "commit", "-q", "--no-verify",
+               "-m", message, check=False)  # fmt: skip
     if done.returncode == 0:
         return True
     if "nothing to commit" in done.stdout + done.stderr:
