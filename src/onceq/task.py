@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
 import random
 import string
 import typing
@@ -62,7 +63,9 @@ class RetryPolicy:
         """Seconds to wait before the attempt after `attempt` (1-based)."""
         if self.backoff <= 0:
             return 0.0
-        base = min(self.backoff * 2.0 ** (attempt - 1), MAX_BACKOFF)
+        # Past the cap the power is not computed: from 2.0 ** 1024 on, it overflows.
+        doublings = math.log2(MAX_BACKOFF) - math.log2(self.backoff)
+        base = MAX_BACKOFF if attempt - 1 >= doublings else math.ldexp(self.backoff, attempt - 1)
         return float(base * random.uniform(0.5, 1.5))
 
     def retries_on(self, exc: BaseException) -> bool:
@@ -96,6 +99,13 @@ class Task(Generic[P, R]):
         self.priority = priority
         if retries < 0:
             raise ValueError(f"task {self.name}: retries must be >= 0")
+        if (
+            not isinstance(retry_backoff, int | float)
+            or isinstance(retry_backoff, bool)
+            or not 0 <= retry_backoff <= MAX_BACKOFF
+        ):  # NaN fails too: a retry would be due at no time at all
+            raise ValueError(f"task {self.name}: retry_backoff must be seconds between 0 and "
+                             f"{MAX_BACKOFF:.0f}, got {retry_backoff!r}")  # fmt: skip
         if timeout is not None and not 0 < timeout <= MAX_SECONDS:
             raise ValueError(f"task {self.name}: timeout must be positive, at most 100 years")
         self.retry = RetryPolicy(retries, retry_backoff, retry_on)
