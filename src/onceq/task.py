@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 # name wins: pass the option through configure() instead.
 ENQUEUE_OPTIONS = ("key", "delay", "run_at", "priority", "queue")
 MAX_BACKOFF = 3600.0
+# max_attempts (retries + 1, and one more by an operator's retry) fits a 32-bit column.
+MAX_RETRIES = 2**31 - 3
 MAX_DELAY = 10 * 365 * 86400.0  # ten years: beyond, a stored time may not fit a date
 MAX_NAME_BYTES = 1024  # task, queue and key names live in B-tree indexes (PostgreSQL: < 2.7 KB)
 P = ParamSpec("P")
@@ -97,8 +99,14 @@ class Task(Generic[P, R]):
         self.name = name or f"{fn.__module__}.{fn.__name__}"
         self.queue = queue
         self.priority = priority
-        if retries < 0:
-            raise ValueError(f"task {self.name}: retries must be >= 0")
+        if (
+            not isinstance(retries, int)
+            or isinstance(retries, bool)
+            or not 0 <= retries <= MAX_RETRIES
+        ):
+            # More, and every enqueue failed on PostgreSQL (SQLite took it).
+            raise ValueError(f"task {self.name}: retries must be a whole number from 0 to "
+                             f"{MAX_RETRIES}, got {retries!r}")  # fmt: skip
         if (
             not isinstance(retry_backoff, int | float)
             or isinstance(retry_backoff, bool)

@@ -105,3 +105,13 @@ def test_a_backoff_that_is_not_a_duration_is_refused_at_registration(
 ) -> None:
     with pytest.raises(ValueError, match="retry_backoff"):
         app.task(name="odd", retries=1, retry_backoff=backoff)(lambda: None)
+
+
+def test_retries_past_what_the_store_holds_are_refused_at_registration(app: App) -> None:
+    # max_attempts is a 32-bit column: with retries=2**31 every enqueue failed on
+    # PostgreSQL with "integer out of range" (and SQLite stored it).
+    for retries in (2**31 - 2, 2**31, -1, 1.5, True):
+        with pytest.raises(ValueError, match="retries must be a whole number"):
+            app.task(name=f"many{retries}", retries=retries)(lambda: None)
+    most = app.task(name="most", retries=2**31 - 3)(lambda: None)
+    assert app.enqueue(most.name).max_attempts == 2**31 - 2
