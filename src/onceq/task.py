@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 # name wins: pass the option through configure() instead.
 ENQUEUE_OPTIONS = ("key", "delay", "run_at", "priority", "queue")
 MAX_BACKOFF = 3600.0
-# max_attempts (retries + 1, and one more by an operator's retry) fits a 32-bit column.
-MAX_RETRIES = 2**31 - 3
+MAX_INT32 = 2**31 - 1  # the store's integer columns (PostgreSQL's integer)
+# max_attempts (retries + 1, and one more by an operator's retry) fits one.
+MAX_RETRIES = MAX_INT32 - 2
 MAX_DELAY = 10 * 365 * 86400.0  # ten years: beyond, a stored time may not fit a date
 MAX_NAME_BYTES = 1024  # task, queue and key names live in B-tree indexes (PostgreSQL: < 2.7 KB)
 P = ParamSpec("P")
@@ -548,8 +549,10 @@ def _key_template(
         if template is not None:
             raise ValueError(f"task {name}: concurrency_key needs concurrency=N (the limit)")
         return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"task {name}: concurrency must be a whole number >= 1, got {limit!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT32:
+        # (A 32-bit column: more, and every enqueue failed on PostgreSQL.)
+        raise ValueError(f"task {name}: concurrency must be a whole number from 1 to "
+                         f"{MAX_INT32}, got {limit!r}")  # fmt: skip
     if template is None:
         return name.replace("{", "{{").replace("}", "}}")
     if not isinstance(template, str) or not template:

@@ -122,7 +122,8 @@ def test_bad_keys_are_refused_in_one_line(app: App) -> None:
 
     for options, message in [
         ({"concurrency_key": "c:{customer_id}"}, "concurrency_key needs concurrency=N"),
-        ({"concurrency": 0}, "concurrency must be a whole number >= 1"),
+        ({"concurrency": 0}, "concurrency must be a whole number from 1"),
+        ({"concurrency": 2**31}, "concurrency must be a whole number from 1"),
         ({"concurrency": 2, "concurrency_key": "c:{nobody}"}, "'nobody' is not one"),
         ({"concurrency": 2, "concurrency_key": "c:{customer_id.real}"}, "is not one"),
         ({"concurrency": 2, "concurrency_key": "c:{customer_id"}, "bad concurrency_key"),
