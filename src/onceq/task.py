@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
 import random
 import string
 import typing
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 # name wins: pass the option through configure() instead.
 ENQUEUE_OPTIONS = ("key", "delay", "run_at", "priority", "queue")
 MAX_BACKOFF = 3600.0
+MAX_INT32 = 2**31 - 1  # the store's integer columns (PostgreSQL's integer)
+# max_attempts (retries + 1, and one more by an operator's retry) fits one.
+MAX_RETRIES = MAX_INT32 - 2
 MAX_DELAY = 10 * 365 * 86400.0  # ten years: beyond, a stored time may not fit a date
 MAX_NAME_BYTES = 1024  # task, queue and key names live in B-tree indexes (PostgreSQL: < 2.7 KB)
 P = ParamSpec("P")
@@ -62,7 +66,9 @@ class RetryPolicy:
         """Seconds to wait before the attempt after `attempt` (1-based)."""
         if self.backoff <= 0:
             return 0.0
-        base = min(self.backoff * 2.0 ** (attempt - 1), MAX_BACKOFF)
+        # Past the cap the power is not computed: from 2.0 ** 1024 on, it overflows.
+        doublings = math.log2(MAX_BACKOFF) - math.log2(self.backoff)
+        base = MAX_BACKOFF if attempt - 1 >= doublings else math.ldexp(self.backoff, attempt - 1)
         return float(base * random.uniform(0.5, 1.5))
 
     def retries_on(self, exc: BaseException) -> bool:
@@ -94,8 +100,21 @@ class Task(Generic[P, R]):
         self.name = name or f"{fn.__module__}.{fn.__name__}"
         self.queue = queue
         self.priority = priority
-        if retries < 0:
-            raise ValueError(f"task {self.name}: retries must be >= 0")
+        if (
+            not isinstance(retries, int)
+            or isinstance(retries, bool)
+            or not 0 <= retries <= MAX_RETRIES
+        ):
+            # More, and every enqueue failed on PostgreSQL (SQLite took it).
+            raise ValueError(f"task {self.name}: retries must be a whole number from 0 to "
+                             f"{MAX_RETRIES}, got {retries!r}")  # fmt: skip
+        if (
+            not isinstance(retry_backoff, int | float)
+            or isinstance(retry_backoff, bool)
+            or not 0 <= retry_backoff <= MAX_BACKOFF
+        ):  # NaN fails too: a retry would be due at no time at all
+            raise ValueError(f"task {self.name}: retry_backoff must be seconds between 0 and "
+                             f"{MAX_BACKOFF:.0f}, got {retry_backoff!r}")  # fmt: skip
         if timeout is not None and not 0 < timeout <= MAX_SECONDS:
             raise ValueError(f"task {self.name}: timeout must be positive, at most 100 years")
         self.retry = RetryPolicy(retries, retry_backoff, retry_on)
@@ -530,8 +549,10 @@ def _key_template(
         if template is not None:
             raise ValueError(f"task {name}: concurrency_key needs concurrency=N (the limit)")
         return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"task {name}: concurrency must be a whole number >= 1, got {limit!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT32:
+        # (A 32-bit column: more, and every enqueue failed on PostgreSQL.)
+        raise ValueError(f"task {name}: concurrency must be a whole number from 1 to "
+                         f"{MAX_INT32}, got {limit!r}")  # fmt: skip
     if template is None:
         return name.replace("{", "{{").replace("}", "}}")
     if not isinstance(template, str) or not template:

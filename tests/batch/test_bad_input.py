@@ -102,3 +102,11 @@ def test_an_unquoted_integer_number(project: Project) -> None:
 
 def test_a_nul_character(project: Project) -> None:
     refused(project, project.batch("b", [{**TASK, "title": "a\0b"}]), "NUL character")
+
+
+@pytest.mark.parametrize("base", ["main~1", "main^", "main@{0}"])
+def test_a_base_that_is_a_revision_not_a_branch(project: Project, base: str) -> None:
+    # It resolves to a commit, so it passed the check; the batch then ran its agents and
+    # failed at its first merge (a ref with that name cannot be moved), store made.
+    git(project.repo, "commit", "-q", "--allow-empty", "-m", "second")
+    refused(project, project.batch("b", [TASK], base=base), "not a branch name")

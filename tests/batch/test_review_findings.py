@@ -3,6 +3,8 @@ that was rewound, verification on a clean checkout, background children, scopes.
 
 from __future__ import annotations
 
+import json
+
 from tests.batch.conftest import Project, git
 
 
@@ -61,3 +63,18 @@ def test_an_agent_command_may_start_with_a_shell_builtin(project: Project) -> No
     file.write_text(text)
     project.run(file)
     assert project.merged_tags() == ["builtin/1"]
+
+
+def test_a_failed_batch_whose_run_was_pruned_is_still_shown_failed(project: Project) -> None:
+    # Retention deletes the ended run; the batch's status then came from a missing run
+    # and read "merged", in `batch show` and `batch list`, for a batch that merged nothing.
+    tasks = [{"number": "1", "title": "broken", "implementation": "fail"}]
+    project.run(project.batch("pruned", tasks, fix_rounds=0), code=1)
+    assert project.show("pruned")["status"] == "failed"
+    pruned = project.onceq("prune", "--older-than", "0s")
+    assert pruned.returncode == 0 and "1 workflow run" in pruned.stdout, pruned.stdout
+    shown = project.show("pruned")
+    assert shown["run_id"] is None and shown["tasks"][0]["status"] == "failed"
+    assert shown["status"] == "failed"
+    listed = json.loads(project.onceq("batch", "list", "--json").stdout)
+    assert [b["status"] for b in listed] == ["failed"]

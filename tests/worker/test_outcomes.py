@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from onceq import App
+from tests.helpers import eventually, sql_rows
 from tests.worker.conftest import run_in_thread
 
 
@@ -77,3 +78,40 @@ def test_a_batch_the_store_refuses_is_written_one_by_one(
         "OutcomeError: the outcome could not be recorded: ValueError: the database refused "
         "this result"
     )
+
+
+def test_a_job_with_retries_left_is_retried_however_many_attempts_it_made(app: App) -> None:
+    # The backoff was backoff * 2.0 ** (attempt - 1): from attempt 1025 on, that power
+    # overflows, and the failure's write failed with it: the job ended failed with an
+    # OverflowError instead of being retried (a task with retries=100_000, say).
+    @app.task(name="flaky", retries=100_000, retry_backoff=0.001)
+    def flaky() -> None:
+        raise RuntimeError("not yet")
+
+    job = app.enqueue("flaky")
+    sql_rows(app.url, f"UPDATE onceq_jobs SET attempts = 1100 WHERE id = {job.id}")
+    worker = app.worker(concurrency=1)
+    thread = run_in_thread(worker, burst=False)  # burst would wait for the retry
+    after = eventually(lambda: (j := app.get_job(job.id)).last_error and j, timeout=60)
+    worker.stop()
+    thread.join(60)
+    assert (after.status, after.attempts) == ("pending", 1101), after.last_error
+    assert after.last_error == "RuntimeError: not yet"
+
+
+@pytest.mark.parametrize("backoff", [float("nan"), float("inf"), -1.0, "1"])
+def test_a_backoff_that_is_not_a_duration_is_refused_at_registration(
+    app: App, backoff: Any
+) -> None:
+    with pytest.raises(ValueError, match="retry_backoff"):
+        app.task(name="odd", retries=1, retry_backoff=backoff)(lambda: None)
+
+
+def test_retries_past_what_the_store_holds_are_refused_at_registration(app: App) -> None:
+    # max_attempts is a 32-bit column: with retries=2**31 every enqueue failed on
+    # PostgreSQL with "integer out of range" (and SQLite stored it).
+    for retries in (2**31 - 2, 2**31, -1, 1.5, True):
+        with pytest.raises(ValueError, match="retries must be a whole number"):
+            app.task(name=f"many{retries}", retries=retries)(lambda: None)
+    most = app.task(name="most", retries=2**31 - 3)(lambda: None)
+    assert app.enqueue(most.name).max_attempts == 2**31 - 2

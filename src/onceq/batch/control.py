@@ -58,6 +58,9 @@ def preflight(spec: BatchSpec, file: str | Path) -> Prepared:
         raise BatchError(f"repo {spec.repo!r}: {where} is not a git repository")
     bare = git.out(where, "rev-parse", "--is-bare-repository") == "true"
     repo = where if bare else Path(git.out(where, "rev-parse", "--show-toplevel"))
+    if not git.is_branch_name(repo, spec.base):
+        raise BatchError(f"base {spec.base!r}: not a branch name (the base must be a branch "
+                         "the merges can move, not a revision like main~1)")  # fmt: skip
     tip = git.rev(repo, f"refs/heads/{spec.base}")
     if tip is None:
         raise BatchError(f"base {spec.base!r}: no such branch in {repo}")

@@ -80,6 +80,13 @@ def identity_cached(repo: Path) -> tuple[str, ...]:
     return identity(repo)
 
 
+def is_branch_name(cwd: str | Path, name: str) -> bool:
+    """Whether `name` is a branch's name as git writes refs, not an expression that
+    merely resolves to a commit (`main~1`, `main^`): one the merge could not move."""
+    done = git(cwd, "check-ref-format", f"refs/heads/{name}", read_only=True, check=False)
+    return done.returncode == 0
+
+
 def rev(cwd: str | Path, ref: str) -> str | None:
     found = git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", read_only=True,
                 check=False)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,13 +80,13 @@ def list_batches(url: UrlOption = None, as_json: JsonFlag = False) -> None:
     with store_at(url, create=False) as store:
         found = store.batch_list()
     if as_json:
-        print_json([{"name": r.name, "repo": r.repo, "base": r.base, "status": status_of(r),
-                     "created_at": r.created_at.isoformat(), "tasks": counts}
-                    for r, counts in found])  # fmt: skip
+        print_json([{"name": r.name, "repo": r.repo, "base": r.base,
+                     "status": status_of(r, counts), "created_at": r.created_at.isoformat(),
+                     "tasks": counts} for r, counts in found])  # fmt: skip
         return
     for r, counts in found:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        console.print(f"{escape(r.name)}\t{status_of(r)}\t{escape(r.repo)}\t{summary}",
+        console.print(f"{escape(r.name)}\t{status_of(r, counts)}\t{escape(r.repo)}\t{summary}",
                       highlight=False)  # fmt: skip
 
 
@@ -103,9 +104,14 @@ def clean(
     console.print(f"removed the worktrees ({freed / 1e6:.1f} MB freed) and {branches} branch(es)")
 
 
-def status_of(record: BatchRecord) -> str:
-    """The batch's status: its run's, in words a batch user reads."""
-    return {"succeeded": "merged", None: "merged"}.get(record.run_status, record.run_status or "")
+def status_of(record: BatchRecord, statuses: Iterable[str] | None = None) -> str:
+    """The batch's status: its run's, in words a batch user reads. Without a run (none
+    was needed, or retention deleted the one that ended) it is its tasks' (`statuses`,
+    else the record's): merged only if every one of them is."""
+    if record.run_status is not None:
+        return "merged" if record.run_status == "succeeded" else record.run_status
+    found = [t.status for t in record.tasks] if statuses is None else list(statuses)
+    return "merged" if all(s == "merged" for s in found) else "failed"
 
 
 def to_json(record: BatchRecord) -> dict[str, Any]:

@@ -194,10 +194,17 @@ WITH cand AS MATERIALIZED (
 ), ranked AS (
     SELECT cand.*, row_number() OVER (PARTITION BY key ORDER BY priority DESC, run_at, id) AS n
     FROM cand
+), keys AS (
+    -- The numbers a key's candidates may get: the first ones free are below the slots
+    -- it holds plus its candidates, so no more are made (not its limit: a limit of a
+    -- million would make a million numbers per claim).
+    SELECT c.key, least(max(c.lim), count(*) + (SELECT count(*) FROM onceq_concurrency_slots
+                                                 AS s WHERE s.key = c.key)) AS top
+    FROM cand AS c GROUP BY c.key
 ), free AS (
     SELECT k.key, s.slot, row_number() OVER (PARTITION BY k.key ORDER BY s.slot) AS n
-    FROM (SELECT key, max(lim) AS lim FROM cand GROUP BY key) AS k
-    CROSS JOIN LATERAL generate_series(0, k.lim - 1) AS s (slot)
+    FROM keys AS k
+    CROSS JOIN LATERAL generate_series(0, k.top - 1) AS s (slot)
     WHERE NOT EXISTS (SELECT 1 FROM onceq_concurrency_slots AS x
                       WHERE x.key = k.key AND x.slot = s.slot)
 ), chosen AS (

@@ -172,13 +172,20 @@ WITH RECURSIVE cand AS (
 ), ranked AS (
     SELECT cand.*, row_number() OVER (PARTITION BY key ORDER BY priority DESC, run_at, id) AS n
     FROM cand
+), keys AS (
+    -- The numbers a key's candidates may get: the first ones free are below the slots
+    -- it holds plus its candidates, so no more are made (not its limit: a limit of a
+    -- million would make a million numbers per claim, under the write lock).
+    SELECT c.key, min(max(c.lim), count(*) + (SELECT count(*) FROM onceq_concurrency_slots
+                                               AS s WHERE s.key = c.key)) AS top
+    FROM cand AS c GROUP BY c.key
 ), numbers (slot) AS (
-    SELECT 0 UNION ALL SELECT slot + 1 FROM numbers WHERE slot + 1 < (SELECT max(lim) FROM cand)
+    SELECT 0 UNION ALL SELECT slot + 1 FROM numbers WHERE slot + 1 < (SELECT max(top) FROM keys)
 ), free AS (
     SELECT k.key, numbers.slot,
            row_number() OVER (PARTITION BY k.key ORDER BY numbers.slot) AS n
-    FROM (SELECT key, max(lim) AS lim FROM cand GROUP BY key) AS k
-    JOIN numbers ON numbers.slot < k.lim
+    FROM keys AS k
+    JOIN numbers ON numbers.slot < k.top
     WHERE NOT EXISTS (SELECT 1 FROM onceq_concurrency_slots AS x
                       WHERE x.key = k.key AND x.slot = numbers.slot)
 )
