@@ -118,11 +118,17 @@ class ViewVerbs:
 
     def job_bulk_cancel(self, f: JobFilter, upto: int) -> int:
         """Cancel every pending or running job matching `f` with id up to `upto`, in
-        batches; how many were cancelled. A running one's holder can record nothing more."""
+        batches; how many were cancelled. A running one's holder can record nothing more.
+        A job is cancelled in the status the filter asks for, whatever it was listed in:
+        one that a worker started between the listing and the cancel is spared by a
+        filter of pending jobs (its result would be thrown away)."""
+        statuses = ACTIONS["cancel"][0] if f.status is None else (f.status,)
 
         def cancel(ids: list[int]) -> int:
             listed = json.dumps(ids)
-            running = self._read(lambda tx: tx.all("job_running_of", {"ids": listed}))
+            running: list[Row] = []
+            if "running" in statuses:
+                running = self._read(lambda tx: tx.all("job_running_of", {"ids": listed}))
             n = 0
             for r in running:  # one at a time, as job_cancel: few run at once
                 before = self._in_tx(lambda tx, i=r["id"]: self._cancel(tx, i), ("cancel",))
@@ -133,6 +139,8 @@ class ViewVerbs:
                 self._transition(tx, CANCEL_PENDING, done)
                 return len(done)
 
+            if "pending" not in statuses:
+                return n
             return n + int(self._in_tx(pending, ("bulk_cancel",)))
 
         return self._bulk(f, upto, "cancel", cancel)
