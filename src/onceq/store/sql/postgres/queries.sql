@@ -51,14 +51,16 @@ SELECT ins.*, pg_notify(%(channel)s, ins.queue) FROM ins;
 -- %(rows)s: [[queue, task, priority, run_at, delay, key, max_attempts, run_id, step,
 -- item, concurrency_key, concurrency_limit], ...] and %(args)s: [payload, ...], matched
 -- by position (payloads apart: see Store._results_param). Ids follow input order:
--- nextval runs as the ordered rows go in.
+-- nextval runs as the ordered rows go in. The rows are read as jsonb: parsed once, where
+-- each ->> on a json element parses its text again (twelve times a row: a third of the
+-- statement's time at 5,000 rows).
 INSERT INTO onceq_jobs (queue, task, args, priority, run_at, key, max_attempts,
                         run_id, step, item, concurrency_key, concurrency_limit)
 SELECT m.e ->> 0, m.e ->> 1, a.e, (m.e ->> 2)::int,
        coalesce((m.e ->> 3)::timestamptz, now() + make_interval(secs => (m.e ->> 4)::float8)),
        m.e ->> 5, (m.e ->> 6)::int, (m.e ->> 7)::bigint, m.e ->> 8, (m.e ->> 9)::int,
        m.e ->> 10, (m.e ->> 11)::int
-FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS m(e, n)
+FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS m(e, n)
 JOIN json_array_elements(%(args)s::json) WITH ORDINALITY AS a(e, n) USING (n)
 ORDER BY n
 ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
