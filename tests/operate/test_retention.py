@@ -184,3 +184,21 @@ def test_onceq_prune_on_the_command_line(sqlite_url: str) -> None:
     assert column(sqlite_url, "SELECT id FROM onceq_jobs") == plan["kept"]
     again = onceq(sqlite_url, "prune", "--older-than", "1h")
     assert "deleted 0 job(s)" in again.stdout
+
+
+def test_retention_folds_only_the_history_old_enough_to_prune(app: App) -> None:
+    """Retention folds the totals only while a job old enough to go is not folded: a
+    fleet finishing jobs at full speed kept it folding the newest history without end
+    (a write transaction at retention's full share of the time: a third of a SQLite
+    fleet's throughput)."""
+    noop = app.tasks["tests.operate.apps.noop"]
+    app.retention = None
+    ids = [noop.enqueue(n=n).id for n in range(5)]
+    app.worker(concurrency=2, handle_signals=False).run(burst=True)
+    mark = "SELECT folded_to FROM onceq_stats_mark"
+    assert app.store.prune_batch(HOUR).done
+    assert column(app.url, mark) == {0}  # nothing old enough: nothing folded
+    backdate(app.url, "onceq_jobs", where=f"id <= {ids[2]}")
+    assert app.store.prune_batch(HOUR).job_count == 3  # folded, then deleted, at once
+    assert column(app.url, "SELECT id FROM onceq_jobs") == set(ids[3:])
+    assert sum(t.succeeded for t in app.store.stats_read().tasks) == 5  # each once

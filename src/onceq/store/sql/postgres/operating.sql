@@ -37,6 +37,20 @@ FROM onceq_workers ORDER BY started_at, name;
 -- finished more than `older_than` seconds ago, so one transaction of it holds few row
 -- locks, briefly. SKIP LOCKED: rows another pruner holds are its to delete.
 
+-- name: prune_unfolded
+-- Whether a job old enough to prune is above the totals' mark (not folded yet):
+-- retention folds only then. Read after the batches before it deleted every folded one,
+-- so what it walks is short.
+SELECT (EXISTS (
+    SELECT 1 FROM onceq_jobs
+    WHERE run_id IS NULL AND finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND id > (SELECT folded_to FROM onceq_stats_mark)
+) OR EXISTS (
+    SELECT 1 FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
+    WHERE r.finished_at IS NOT NULL AND r.finished_at < now() - make_interval(secs => %(older_than)s)
+      AND j.id > (SELECT folded_to FROM onceq_stats_mark)
+)) AS needed;
+
 -- name: job_prune
 -- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE), counted
 -- by queue, task and status for the counters (Store._pruned). Only jobs the totals have

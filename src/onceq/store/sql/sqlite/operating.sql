@@ -34,6 +34,20 @@ FROM onceq_workers ORDER BY started_at, name;
 -- Retention: each statement deletes at most `limit` rows, oldest first, of what finished
 -- more than `older_than` seconds ago, so one transaction of it holds the file briefly.
 
+-- name: prune_unfolded
+-- Whether a job old enough to prune is above the totals' mark (not folded yet):
+-- retention folds only then. Read after the batches before it deleted every folded one,
+-- so what it walks is short.
+SELECT (EXISTS (
+    SELECT 1 FROM onceq_jobs
+    WHERE run_id IS NULL AND finished_at IS NOT NULL AND finished_at < :now - :older_than
+      AND id > (SELECT folded_to FROM onceq_stats_mark)
+) OR EXISTS (
+    SELECT 1 FROM onceq_runs AS r JOIN onceq_jobs AS j ON j.run_id = r.id
+    WHERE r.finished_at IS NOT NULL AND r.finished_at < :now - :older_than
+      AND j.id > (SELECT folded_to FROM onceq_stats_mark)
+)) AS needed;
+
 -- name: job_prune
 -- Finished jobs outside workflow runs, with their attempts (ON DELETE CASCADE). One row
 -- per job deleted, for the counters (Store._pruned). (PostgreSQL returns them counted.)
