@@ -280,6 +280,8 @@ class TaskRun:
             if not moved:  # the base moved meanwhile: merge onto its new tip, verify again
                 self._take_turn()
                 old = self._base_tip()
+                # (Or the swap went through and git said otherwise: look on the base.)
+                self.may_be_merged = True
                 continue
             faults.hit("batch.merge.swapped")
             self._merged(new)
