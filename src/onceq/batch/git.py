@@ -182,7 +182,7 @@ def _checkouts(repo: str | Path, branch: str) -> list[tuple[Path, str]]:
     found, path, head = [], None, ""
     for line in text.splitlines():
         if line.startswith("worktree "):
-            path = Path(line.removeprefix("worktree "))
+            path, head = Path(line.removeprefix("worktree ")), ""
         elif line.startswith("HEAD "):
             head = line.removeprefix("HEAD ")
         elif line == f"branch refs/heads/{branch}" and path is not None:
