@@ -229,3 +229,26 @@ def test_a_claim_that_returns_after_the_stop_signal_is_handed_back_unstarted(
     assert read_ledger(ledger) == []  # type: ignore[arg-type]
     (attempt,) = app.store.attempt_list(job.id)
     assert attempt.outcome == "released"
+
+
+def test_ready_comes_once_the_worker_is_registered_and_new_work_would_wake_it(
+    app: App,
+) -> None:
+    """What a harness that starts workers and then measures waits for (tools.fleet, so
+    `onceq bench`): not the process, the worker about to claim. It used to be told before
+    the worker had opened anything, and the first jobs of every efficiency scenario paid
+    for the workers' own start (a connection, LISTEN, the registration)."""
+    worker = app.worker(concurrency=1, handle_signals=False)
+    seen: dict[str, object] = {}
+
+    def ready() -> None:
+        seen["listed"] = [w.name for w in app.store.worker_list()]
+        assert worker._waker is not None
+        seen["woken at once"] = worker._waker.ready(0)  # no wait left: ready already
+        seen["claims"] = worker.counts["claimed"]
+        worker.stop()
+
+    job = task(app, "record").enqueue(n=1)
+    worker.run(ready=ready)
+    assert seen == {"listed": [worker.name], "woken at once": True, "claims": 0}
+    assert app.store.job_get(job.id).status == "pending"  # ready before the first claim

@@ -479,6 +479,9 @@ class PostgresWaker:
     def wait(self, event: threading.Event, timeout: float) -> None:
         event.wait(timeout)
 
+    def ready(self, timeout: float) -> bool:
+        return self.listening.wait(timeout)
+
     def _remember(self, payload: str) -> None:
         if not payload.isdigit():
             return

@@ -26,6 +26,11 @@ class Waker(Protocol):
         """Return early when `event` is set or the store signals new work."""
         ...
 
+    def ready(self, timeout: float) -> bool:
+        """Wait (up to `timeout`) until new work would reach this waker at once
+        (PostgreSQL: its LISTEN is in force); whether it would."""
+        ...
+
     def close(self) -> None:
         """Stop any thread or connection of its own."""
         ...
@@ -61,6 +66,10 @@ class PollingWaker:
                 return
             if time.monotonic() >= end:
                 return
+
+    def ready(self, timeout: float) -> bool:
+        """Polling needs nothing set up."""
+        return True
 
     def close(self) -> None:
         """Nothing to stop."""

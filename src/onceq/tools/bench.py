@@ -118,6 +118,9 @@ class Bench:
         probe.app.close()
         probe.app.use(url)
         probe.app.default_queue = "default"
+        # The enqueuing app connected, as an application that enqueues already is: the
+        # first scenario's clock is for coordination, not for opening a connection.
+        probe.app.store.job_pending_exists(["default"])
         self.store: Store = open_store(url)
         self.folder = Path(tempfile.mkdtemp(prefix="onceq-bench-workers-"))
 

@@ -120,5 +120,4 @@ def _member_main(
     app = import_app(app_ref)
     app.use(url)
     worker = app.worker(**options)
-    Path(ready).touch()
-    worker.run()
+    worker.run(ready=Path(ready).touch)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("onceq.worker")
 __all__ = ["Worker", "default_name"]
 MIN_STATEMENT_TIME = 1.0  # a worker with a shorter lease still lets a statement run this long
+READY_WAIT = 10.0  # seconds run(ready=…) waits for the wake-ups before it says ready anyway
 
 
 def default_name() -> str:
@@ -148,9 +149,16 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def run(self, *, burst: bool = False) -> None:
-        """Work until stopped; with `burst`, return once no job of its queues is left."""
+    def run(self, *, burst: bool = False, ready: Callable[[], object] | None = None) -> None:
+        """Work until stopped; with `burst`, return once no job of its queues is left.
+        `ready` is called once the worker is about to claim: registered, its services
+        started, and new work would wake it at once (a harness that starts workers and
+        then measures waits for this, not for the process to exist)."""
         self.open()
+        if ready is not None:
+            assert self._waker is not None
+            self._waker.ready(READY_WAIT)
+            ready()
         restore = self._install_signals()
         tasks = ",".join(sorted(self.app.tasks)) or "(none)"
         logs.event(log, logging.INFO, "worker.started", worker=self.name,
