@@ -32,7 +32,7 @@ def test_bench_quick_reports_every_scenario(backend: str, request: pytest.Fixtur
     scenarios = [f["scenario"] for f in report["figures"]]
     assert scenarios == [
         "efficiency 2 x 0.2s / 2 workers", "efficiency 4 x 0.2s / 3 workers",
-        "batch 2 tasks x 0.3s / 2 workers",
+        "efficiency 4 x 0.2s / 3 workers, prefetch 1", "batch 2 tasks x 0.3s / 2 workers",
         "no-op throughput", "enqueue, one by one", "enqueue, batched",
         "latency p50", "latency p95", "latency p99", "fan-out of 100 to join",
     ]  # fmt: skip
@@ -55,3 +55,21 @@ def test_a_second_fleet_in_the_same_folder_waits_for_its_own_members(sqlite_url:
             assert len(list(folder.glob("ready.*"))) == expected  # its members' own flags
         finally:
             fleet.stop()
+
+
+def test_a_fleet_is_ready_once_its_members_are_registered(sqlite_url: str) -> None:
+    """`start` returns when each member is about to claim (Worker.run's `ready`), not
+    when its process exists: the registration and the wake-ups are in place by then."""
+    from onceq.store import open_store
+    from onceq.tools.fleet import Fleet
+
+    folder = Path(sqlite_url.removeprefix("sqlite:///")).parent / "fleet"
+    folder.mkdir()
+    store = open_store(sqlite_url)
+    fleet = Fleet("onceq.tools.probe:app", sqlite_url, folder, queue="default", prefetch=1)
+    try:
+        fleet.start(3)
+        assert len(store.worker_list()) == 3
+    finally:
+        fleet.stop()
+        store.close()
