@@ -40,6 +40,7 @@ class Prepared:
     repo: Path
     common: Path
     base_tip: str
+    who: tuple[str, ...]  # `-c` options naming onceq as committer where nobody is named
 
 
 def queue_of(name: str) -> str:
@@ -72,7 +73,7 @@ def preflight(spec: BatchSpec, file: str | Path) -> Prepared:
                 f"({len(changes)}, e.g. {changes[0][3:]!r}): commit or stash them first"
             )
     _check_agent(spec.agent, repo)
-    return Prepared(spec, file_dir, repo, git.common_dir(repo), tip)
+    return Prepared(spec, file_dir, repo, git.common_dir(repo), tip, git.identity(repo))
 
 
 def _check_agent(command: str, repo: Path) -> None:
@@ -130,7 +131,15 @@ def submit(store: Store, prepared: Prepared, workers: int | None = None) -> tupl
         repo=str(prepared.repo),
         base=spec.base,
         base_start=prepared.base_tip,
-        definition=json.dumps({"spec": spec.model_dump(), "dir": str(prepared.file_dir)}),
+        # The repository's facts every task needs, found once here, not in each worker.
+        definition=json.dumps(
+            {
+                "spec": spec.model_dump(),
+                "dir": str(prepared.file_dir),
+                "common": str(prepared.common),
+                "who": prepared.who,
+            }
+        ),
         tasks=[
             {
                 "number": t.number,

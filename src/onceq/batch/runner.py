@@ -66,13 +66,15 @@ class TaskRun:
         self.batch_dir = batch.definition["dir"]
         self.name, self.base_start = batch.name, batch.base_start
         self.repo = Path(batch.repo)
-        self.common = git.common_dir_cached(self.repo)
+        known = batch.definition  # (a batch submitted by an older onceq: asked of git)
+        self.common = Path(known["common"]) if "common" in known else git.common_dir_cached(
+            self.repo)  # fmt: skip
         self.base_ref = f"refs/heads/{batch.base}"
         self.branch = self.spec.branch(number)
         self.lease = (ctx.job_id, ctx.token)
         row = batch.task(number)
         self.state = State(**{f.name: getattr(row, f.name) for f in fields(State)})
-        self.who = git.identity_cached(self.repo)
+        self.who = tuple(known["who"]) if "who" in known else git.identity_cached(self.repo)
         self.slot: int | None = None
         self.path = Path()
         self.left_queue: list[str] = []  # why it left the merge queue, each time
@@ -84,6 +86,9 @@ class TaskRun:
         # and died before recording it: the swap comes after the approved write, and
         # the merged write is the next one. Others need not look on the base for it.
         self.may_be_merged = row.status == "approved"
+        # The round's commit when onceq made it alone on the round's start (the agent
+        # committed nothing itself): merged as it is while the base has not moved.
+        self.own_commit: str | None = None
 
     # -- the whole way -------------------------------------------------------------
 
@@ -113,7 +118,7 @@ class TaskRun:
             pool.prepare(self.repo, self.common, self.path, head)
         else:
             if status == "pending" or self.state.rounds == 0:
-                self.state.start = self._base_tip()
+                self.state.start = None  # the base's tip, as the worktree checks it out
                 self.state.rounds = 1
             # in_progress/fixing: a round a crash interrupted, from where it started
             head = self._agent_round()
@@ -143,15 +148,24 @@ class TaskRun:
     def _agent_round(self) -> str:
         """Run the agent from the round's start; the commit its change ended as."""
         start = self.state.start
-        assert start is not None
-        pool.prepare(self.repo, self.common, self.path, start)
+        if start is None:  # a first round: from the base's tip, read as it is checked out
+            try:
+                pool.prepare(self.repo, self.common, self.path, self.base_ref)
+            except git.GitError:
+                self._base_tip()  # TaskFailed, naming the base, when it is the one gone
+                raise
+            start = self.state.start = pool.head(self.path)
+        else:
+            pool.prepare(self.repo, self.common, self.path, start)
         first = self.state.rounds == 1 and self.state.feedback is None
         self._write("in_progress" if first else "fixing", worktree=str(self.path))
         ran = commands.run(self.spec.agent, self.path, self._env(), self.spec.timeout,
                            self.ctx.should_stop)  # fmt: skip
         self._check_lease()
-        git.commit_all(self.path, self._message(), self.who)
+        before = pool.head(self.path)
+        made = git.commit_all(self.path, self._message(), self.who)
         head = pool.head(self.path)
+        self.own_commit = head if made and before == start else None
         if not ran.ok:
             problem = f"the agent {ran.describe()}\n{ran.output}"
             self._next_round(problem, start=start)
@@ -254,11 +268,17 @@ class TaskRun:
                         git.catch_up(checkout, old, self.base_start)  # it may not have moved
                     self._merged(done)
                     return None
-            tree, conflict = git.merge_tree(self.repo, old, head)
-            if tree is None:
-                return self._leave_queue(f"merge conflict with {self.spec.base} at "
-                                         f"{old[:12]}: {conflict}", start=old)  # fmt: skip
-            new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
+            if head == self.own_commit and old == self.state.start:
+                # Its only parent is the tip: the merge would be the same tree, message
+                # and parent. The base fast-forwards to it (trailer and all).
+                tree, new = verified, head
+            else:
+                merged, conflict = git.merge_tree(self.repo, old, head)
+                if merged is None:
+                    return self._leave_queue(f"merge conflict with {self.spec.base} at "
+                                             f"{old[:12]}: {conflict}", start=old)  # fmt: skip
+                tree = merged
+                new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
             # What was verified is a tree: the same tree (the base has not moved since
             # the round started) needs no second verification.
             if (tree != verified or self._verify_changed_files()) and (
