@@ -166,3 +166,29 @@ def test_onto_a_base_that_did_not_move_the_rounds_own_commit_is_merged_as_it_is(
     assert project.merged_tags() == ["ff/1", "own/2"]
     assert project.on_main("two.txt") == "2"
     assert project.status() == ""
+
+
+def test_a_task_waiting_for_the_merge_turn_verifies_its_merge_onto_the_announced_tip(
+    project: Project,
+) -> None:
+    """While one task holds the turn (here held 2 s before its swap), the other merges
+    onto the commit it announced and verifies that; at its own turn the base is there,
+    and the swap is all that is left: one verification of its merge commit, made before
+    the first task's swap."""
+    log = project.root / "verified.log"
+    tasks = project.together({"1": "write one.txt 1", "2": "write two.txt 2"})
+    step = f'echo "$ONCEQ_TASK_NUMBER $(git rev-parse HEAD) $(git rev-parse main)" >> {log}'
+    file = project.batch("ahead", tasks, workers=2, verify=[step])
+    env = {"ONCEQ_FAULTS": "batch.merge.before_swap=delay", "ONCEQ_FAULTS_DELAY": "2",
+           "ONCEQ_FAULTS_ONCE": str(project.kills)}  # fmt: skip
+    project.run(file, env=env)
+    assert sorted(project.merged_tags()) == ["ahead/1", "ahead/2"]
+    first, last = git(project.repo, "rev-parse", "main^"), git(project.repo, "rev-parse", "main")
+    assert git(project.repo, "rev-parse", "main^^") == project.init
+    lines = [line.split() for line in log.read_text().splitlines()]
+    of_last = [main for _, head, main in lines if head == last]
+    # Verified once, while the base was still where it was before the first swap.
+    assert of_last == [project.init], lines
+    # (The first one's merge is its own reviewed commit: verified once, in review.)
+    assert [main for _, head, main in lines if head == first] == [project.init], lines
+    assert project.status() == ""

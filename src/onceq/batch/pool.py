@@ -39,16 +39,41 @@ def repo_lock(common_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def merge_lock(common_dir: Path, batch: str, should_stop: Callable[[], bool]) -> Iterator[None]:
+def merge_lock(
+    common_dir: Path,
+    batch: str,
+    should_stop: Callable[[], bool],
+    meanwhile: Callable[[], object] = lambda: None,
+) -> Iterator[None]:
     """The machine-local side of a batch's merge queue: whoever waits for the turn gets
     it the moment its holder lets go (or dies: the kernel lets go for it), without
-    polling the store. The store's turn, fenced by the job's lease, stays the rule."""
-    with _flock(pool_root(common_dir, batch) / ".merge.lock", should_stop):
+    polling the store. The store's turn, fenced by the job's lease, stays the rule.
+    `meanwhile` is called between looks at a busy lock."""
+    with _flock(pool_root(common_dir, batch) / ".merge.lock", should_stop, meanwhile):
         yield
 
 
+def announce_tip(common_dir: Path, batch: str, new: str) -> None:
+    """Say which commit the merge turn's holder is about to move the base to, so that
+    those waiting can merge onto it and verify that meanwhile (a hint only: whoever
+    uses it checks that the base is really there)."""
+    path = pool_root(common_dir, batch) / ".next-tip"
+    temporary = path.with_suffix(f".{os.getpid()}")
+    temporary.write_text(new)
+    temporary.replace(path)
+
+
+def announced_tip(common_dir: Path, batch: str) -> str | None:
+    try:
+        return (pool_root(common_dir, batch) / ".next-tip").read_text().strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
-def _flock(path: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
+def _flock(
+    path: Path, should_stop: Callable[[], bool], meanwhile: Callable[[], object] = lambda: None
+) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         while True:
@@ -58,6 +83,7 @@ def _flock(path: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
             except BlockingIOError:
                 if should_stop():
                     raise LeaseLost(f"lost the lease while waiting for {path.name}") from None
+                meanwhile()
                 time.sleep(0.001)
         try:
             yield

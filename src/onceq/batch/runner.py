@@ -89,6 +89,11 @@ class TaskRun:
         # The round's commit when onceq made it alone on the round's start (the agent
         # committed nothing itself): merged as it is while the base has not moved.
         self.own_commit: str | None = None
+        # While another task holds the merge turn: the tip it announced (looked at
+        # once), and (that tip, the branch's commit, tree, merge commit) when the merge
+        # onto it passed verification in this worktree.
+        self.looked_at: str | None = None
+        self.speculated: tuple[str, str, str, str] | None = None
 
     # -- the whole way -------------------------------------------------------------
 
@@ -236,7 +241,8 @@ class TaskRun:
 
     def _merge(self) -> None:
         while True:
-            with pool.merge_lock(self.common, self.name, self.ctx.should_stop):
+            with pool.merge_lock(self.common, self.name, self.ctx.should_stop,
+                                 self._speculate):  # fmt: skip
                 follow = self._merge_onto_tip()
             if follow != BLOCKED:
                 break
@@ -268,7 +274,11 @@ class TaskRun:
                         git.catch_up(checkout, old, self.base_start)  # it may not have moved
                     self._merged(done)
                     return None
-            if head == self.own_commit and old == self.state.start:
+            checked = False  # the merge commit verified already (while waiting)
+            if self.speculated is not None and self.speculated[:2] == (old, head):
+                _, _, tree, new = self.speculated
+                checked = True
+            elif head == self.own_commit and old == self.state.start:
                 # Its only parent is the tip: the merge would be the same tree, message
                 # and parent. The base fast-forwards to it (trailer and all).
                 tree, new = verified, head
@@ -279,10 +289,13 @@ class TaskRun:
                                              f"{old[:12]}: {conflict}", start=old)  # fmt: skip
                 tree = merged
                 new = git.commit_tree(self.repo, tree, old, self._message(), self.who)
+            pool.announce_tip(self.common, self.name, new)  # for those waiting: _speculate
             # What was verified is a tree: the same tree (the base has not moved since
             # the round started) needs no second verification.
-            if (tree != verified or self._verify_changed_files()) and (
-                self.spec.verify or self.task.verification_steps
+            if (
+                not checked
+                and (tree != verified or self._verify_changed_files())
+                and (self.spec.verify or self.task.verification_steps)
             ):
                 pool.reset(self.path, new)
                 problem = self._verify()
@@ -306,6 +319,37 @@ class TaskRun:
             faults.hit("batch.merge.swapped")
             self._merged(new)
             return None
+
+    def _speculate(self) -> None:
+        """While another task holds the merge turn: merge onto the commit it announced
+        and verify that here, so that if the base is there at this task's turn, the
+        swap is all that is left (verifications overlap instead of queueing). A
+        conflict or a failure here proves nothing (that commit may never land): the
+        turn does it again, for real."""
+        tip = pool.announced_tip(self.common, self.name)
+        if tip is None or tip == self.looked_at:
+            return
+        self.looked_at = tip
+        if not (self.spec.verify or self.task.verification_steps):
+            return  # nothing to verify: the turn's merge is cheap
+        try:
+            (head,) = git.revs(self.repo, f"refs/heads/{self.branch}^{{commit}}")
+            merged, _ = git.merge_tree(self.repo, tip, head)
+            if merged is None:
+                return
+            new = git.commit_tree(self.repo, merged, tip, self._message(), self.who)
+            self._verify_changed_files()  # what the review's verification left, first
+            kept = (self.state.verified, self.changed_by_verify)
+            self.speculated = None  # the worktree changes now
+            pool.reset(self.path, new)
+            problem = self._verify()
+            self.state.verified, self.changed_by_verify = kept
+        except git.GitError as exc:  # (the turn will meet it again if it matters)
+            log.info("batch %s: task %s did not merge ahead onto %s: %s", self.name,
+                     self.number, tip[:12], exc)  # fmt: skip
+            return
+        if problem is None:
+            self.speculated = (tip, head, merged, new)
 
     def _leave_queue(self, why: str, start: str) -> tuple[str, str]:
         """Out of the merge queue, and why: the next round's feedback and start."""
