@@ -32,7 +32,7 @@ def test_bench_quick_reports_every_scenario(backend: str, request: pytest.Fixtur
     scenarios = [f["scenario"] for f in report["figures"]]
     assert scenarios == [
         "efficiency 2 x 0.2s / 2 workers", "efficiency 4 x 0.2s / 3 workers",
-        "efficiency 4 x 0.2s / 3 workers, prefetch 1", "batch 2 tasks x 0.3s / 2 workers",
+        "batch 2 tasks x 0.3s / 2 workers",
         "no-op throughput", "enqueue, one by one", "enqueue, batched",
         "latency p50", "latency p95", "latency p99", "fan-out of 100 to join",
     ]  # fmt: skip
@@ -66,7 +66,7 @@ def test_a_fleet_is_ready_once_its_members_are_registered(sqlite_url: str) -> No
     folder = Path(sqlite_url.removeprefix("sqlite:///")).parent / "fleet"
     folder.mkdir()
     store = open_store(sqlite_url)
-    fleet = Fleet("onceq.tools.probe:app", sqlite_url, folder, queue="default", prefetch=1)
+    fleet = Fleet("onceq.tools.probe:app", sqlite_url, folder, queue="default")
     try:
         fleet.start(3)
         assert len(store.worker_list()) == 3

@@ -100,25 +100,6 @@ async def async_record(n: int) -> int:
     return n
 
 
-@app.task
-def gated(gate: str) -> str:
-    """Runs until the file `gate` exists (the test opens it)."""
-    ledger("start")
-    while not os.path.exists(gate):
-        time.sleep(0.005)
-    ledger("end")
-    return "done"
-
-
-@app.task
-async def async_gated(gate: str) -> str:
-    ledger("start")
-    while not os.path.exists(gate):
-        await asyncio.sleep(0.005)
-    ledger("end")
-    return "done"
-
-
 def run_worker(url: str, ledger_path: str, options: dict[str, object]) -> None:
     """Target of a bare worker process (no supervisor): what a plain `app.worker().run()`
     in a user's own process does."""

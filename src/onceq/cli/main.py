@@ -26,7 +26,6 @@ from onceq.cli.workflow import workflow_cli
 from onceq.durations import MAX_SECONDS
 from onceq.store import queries
 from onceq.version import __version__
-from onceq.worker.dispatcher import MAX_PREFETCH
 
 cli = typer.Typer(
     name="onceq",
@@ -85,14 +84,6 @@ def worker(
     app: AppOption,
     url: UrlOption = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs at once per process.")] = 8,
-    prefetch: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=MAX_PREFETCH,
-            help="Jobs claimed ahead per process, started as slots free (short jobs).",
-        ),
-    ] = 0,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     queue: Annotated[
         list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeatable).")
@@ -126,7 +117,6 @@ def worker(
         log_format=log_format,
         worker_options={
             "concurrency": concurrency,
-            "prefetch": prefetch,
             "queues": queue or None,
             "lease": lease,
             "grace": grace,

@@ -7,9 +7,9 @@ on whatever machine runs it; the machine's load moves them, so compare figures t
 side by side, not across runs.
 
 Scenarios:
-- efficiency: tasks of known duration D on W workers (W processes, one slot each, and
-  once more with one job claimed ahead: `prefetch`); efficiency = ceil(tasks / W) * D /
-  measured makespan, the makespan counted from the enqueue to the last finish;
+- efficiency: tasks of known duration D on W workers (W processes, one slot each);
+  efficiency = ceil(tasks / W) * D / measured makespan, the makespan counted from the
+  enqueue to the last finish;
 - batches: the same for code-task batches in real git worktrees, merges included
   (onceq.tools.batchbench);
 - no-op throughput: N jobs enqueued first, then 2 worker processes;
@@ -68,10 +68,8 @@ class Sizes:
     latency_jobs: int = 200
     fan_out: int = 1_000
     concurrency: int = 64
-    # (tasks, workers of concurrency 1, seconds a task, jobs each worker claims ahead)
-    efficiency: tuple[tuple[int, int, float, int], ...] = (
-        (2, 2, 0.5, 0), (4, 3, 0.5, 0), (6, 3, 0.5, 0), (200, 8, 0.02, 0), (200, 8, 0.02, 1)
-    )  # fmt: skip
+    efficiency: tuple[tuple[int, int, float], ...] = ((2, 2, 0.5), (4, 3, 0.5), (6, 3, 0.5),
+                                                      (200, 8, 0.02))  # fmt: skip
     # code-task batches in git worktrees: (tasks, workers, agent seconds)
     batches: tuple[tuple[int, int, float], ...] = ((2, 2, 2.0), (4, 3, 2.0), (6, 3, 2.0))
 
@@ -79,8 +77,7 @@ class Sizes:
     def quick(cls) -> Sizes:
         """A few seconds per backend."""
         return cls(jobs=2_000, one_by_one=200, latency_jobs=40, fan_out=100,
-                   efficiency=((2, 2, 0.2, 0), (4, 3, 0.2, 0), (4, 3, 0.2, 1)),
-                   batches=((2, 2, 0.3),))  # fmt: skip
+                   efficiency=((2, 2, 0.2), (4, 3, 0.2)), batches=((2, 2, 0.3),))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -146,18 +143,17 @@ class Bench:
     def efficiency(self) -> list[Figure]:
         """Coordination efficiency for tasks of known duration."""
         out = []
-        for tasks, workers, seconds, prefetch in self.sizes.efficiency:
-            ahead = f", prefetch {prefetch}" if prefetch else ""
-            self.log(f"{self.backend}: efficiency, {tasks} tasks of {seconds}s on {workers} "
-                     f"workers{ahead}")  # fmt: skip
-            with self._fleet(workers, 1, prefetch) as _:
+        for tasks, workers, seconds in self.sizes.efficiency:
+            self.log(
+                f"{self.backend}: efficiency, {tasks} tasks of {seconds}s on {workers} workers"
+            )
+            with self._fleet(workers, 1) as _:
                 start = time.time()
                 probe.run.enqueue_many([{"seconds": seconds}] * tasks)
                 jobs = self._wait_all()
             makespan = max(j.finished_at.timestamp() for j in jobs if j.finished_at) - start
             ideal = math.ceil(tasks / workers) * seconds
-            out.append(Figure(self.backend,
-                              f"efficiency {tasks} x {seconds}s / {workers} workers{ahead}",
+            out.append(Figure(self.backend, f"efficiency {tasks} x {seconds}s / {workers} workers",
                               100 * ideal / makespan, "%",
                               f"makespan {makespan:.3f}s, ideal {ideal:.3f}s"))  # fmt: skip
             self.store.queue_purge("default")
@@ -247,9 +243,9 @@ class Bench:
     # -- helpers -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _fleet(self, workers: int, concurrency: int, prefetch: int = 0) -> Iterator[Fleet]:
+    def _fleet(self, workers: int, concurrency: int) -> Iterator[Fleet]:
         fleet = Fleet(PROBE_APP, self.url, self.folder, queue="default",
-                      concurrency=concurrency, lease=30, prefetch=prefetch)  # fmt: skip
+                      concurrency=concurrency, lease=30)  # fmt: skip
         try:
             fleet.start(workers)
             yield fleet

@@ -34,14 +34,12 @@ class Fleet:
         concurrency: int = 1,
         lease: float = 2.0,
         env: dict[str, str] | None = None,
-        prefetch: int = 0,
     ) -> None:
         self.app_ref, self.url, self.folder = app_ref, url, folder
         self.options: dict[str, Any] = {
             "queues": [queue] if queue else None,
             "concurrency": concurrency,
             "lease": lease,
-            "prefetch": prefetch,
         }
         self.env = env or {}
         self.members: list[multiprocessing.process.BaseProcess] = []

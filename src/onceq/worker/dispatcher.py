@@ -24,7 +24,6 @@ for that attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -62,7 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("onceq.worker")
 __all__ = ["Worker", "default_name"]
 MIN_STATEMENT_TIME = 1.0  # a worker with a shorter lease still lets a statement run this long
-MAX_PREFETCH = 10_000
 READY_WAIT = 10.0  # seconds run(ready=…) waits for the wake-ups before it says ready anyway
 
 
@@ -85,14 +83,6 @@ class Worker:
     duties (schedule/): retention passes (one worker at a time, due every `prune_every`
     seconds, when the app has a `retention`), the app's periodic tasks' ticks, and the
     SQLite WAL's checkpoints.
-
-    `prefetch` jobs more than `concurrency` may be claimed ahead: leased, heartbeated and
-    waiting in the worker, each started the moment a slot frees, with no round trip to
-    the store in between (their write and the next claim go while it runs). The cost is
-    Celery's prefetch trade-off: a job waits behind a busy worker while another worker
-    may be idle, and its `started_at` is when it was claimed. Worth it for many short
-    jobs; keep 0 for long ones. A drain hands the waiting thread jobs back (coroutines
-    waiting for a slot run within the grace).
     """
 
     def __init__(
@@ -108,19 +98,14 @@ class Worker:
         grace: float = 30.0,
         handle_signals: bool = True,
         prune_every: float = PRUNE_EVERY,
-        prefetch: int = 0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if not 0 <= prefetch <= MAX_PREFETCH:
-            raise ValueError(f"prefetch must be between 0 and {MAX_PREFETCH}")
         if lease <= 0:
             raise ValueError("lease must be positive")
         self.app = app
         self.store = app.store
         self.concurrency = concurrency
-        self.prefetch = prefetch
-        self.capacity = concurrency + prefetch  # leases held at most: running and waiting
         self.queues = list(queues) if queues else None
         self.name = name or default_name()
         self.lease = lease
@@ -157,7 +142,6 @@ class Worker:
         self._ended: list[int] = []  # jobs that ended since the last pass (for waiters)
         self._threads: ThreadPool | None = None
         self._loop: LoopThread | None = None
-        self._async_slots: asyncio.Semaphore | None = None  # with prefetch: `concurrency`
         self._waker: Waker | None = None
         self._services: list[threading.Thread] = []
         self.counts = {"claimed": 0, "succeeded": 0, "failed": 0, "rejected": 0, "released": 0,
@@ -171,10 +155,6 @@ class Worker:
         started, and new work would wake it at once (a harness that starts workers and
         then measures waits for this, not for the process to exist)."""
         self.open()
-        if ready is not None:
-            assert self._waker is not None
-            self._waker.ready(READY_WAIT)
-            ready()
         restore = self._install_signals()
         tasks = ",".join(sorted(self.app.tasks)) or "(none)"
         logs.event(log, logging.INFO, "worker.started", worker=self.name,
@@ -182,6 +162,10 @@ class Worker:
                    concurrency=self.concurrency, queues=",".join(self.queues or ["*"]),
                    tasks=tasks)  # fmt: skip
         try:
+            if ready is not None:  # (a SIGTERM from here on drains; a failure closes)
+                assert self._waker is not None
+                self._waker.ready(READY_WAIT)
+                ready()
             pause = 0.0
             while not self._stop.is_set():
                 try:
@@ -195,7 +179,7 @@ class Worker:
                               type(exc).__name__, exc, pause)  # fmt: skip
                     self._stop.wait(pause)
                     continue
-                if not claimed or len(self.leases) >= self.capacity:
+                if not claimed or len(self.leases) >= self.concurrency:
                     self._wait()  # (a full worker has nothing to do before a result)
         finally:
             self.close()
@@ -262,7 +246,7 @@ class Worker:
             self._release(self._to_release)
         successes = self.recorder.successes()
         freed = sum(1 for o in successes if self.leases.holds(o.held))
-        free = self.capacity - len(self.leases) + freed
+        free = self.concurrency - len(self.leases) + freed
         if self._draining or self._stop.is_set():
             free = 0
         sent = time.monotonic()  # a lease is sure from no later than this
@@ -322,7 +306,7 @@ class Worker:
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         timeout = max(0.0, min(timeout, self.rescuer.due - time.monotonic()))
-        if self.capacity > len(self.leases) and self._waker is not None:
+        if self.concurrency > len(self.leases) and self._waker is not None:
             self._waker.wait(self._wake, timeout)  # new work, or a result
         else:
             self._wake.wait(timeout)  # only a result can free a slot
@@ -371,8 +355,6 @@ class Worker:
             held.deadline = time.monotonic() + task.timeout
         token = _current.set(held.ctx)
         try:
-            if held.ctx.should_stop():  # lost while it waited for a slot (prefetch)
-                raise LeaseLost("lease lost before the handler started; not run")
             if task.subprocess:
                 result = run_in_subprocess(task.fn, held.lease.args, task.timeout, held.ctx)
             else:
@@ -389,13 +371,10 @@ class Worker:
         held.aio = asyncio.current_task()
         token = _current.set(held.ctx)
         try:
-            if self.prefetch and self._async_slots is None:  # (made on the loop's thread)
-                self._async_slots = asyncio.Semaphore(self.concurrency)
-            async with self._async_slots or contextlib.nullcontext():
-                if held.ctx.should_stop():  # lost before it started: _lose saw no task
-                    raise asyncio.CancelledError
-                coro = task.fn(**task.load(held.lease.args))
-                value = await asyncio.wait_for(coro, task.timeout)
+            if held.ctx.should_stop():  # lost before it started: _lose saw no task
+                raise asyncio.CancelledError
+            coro = task.fn(**task.load(held.lease.args))
+            value = await asyncio.wait_for(coro, task.timeout)
             outcome = Outcome(held, result=self._bounded(task, task.dump_result(value)))
         except TimeoutError:
             error = JobTimeout(f"timed out after {task.timeout}s: the coroutine was cancelled")
