@@ -142,32 +142,6 @@ def test_a_task_that_kills_every_worker_ends_failed_not_in_progress(project: Pro
     assert runs == [(4, "failed")]  # every attempt spent, then no more
 
 
-def test_onto_a_base_that_did_not_move_the_rounds_own_commit_is_merged_as_it_is(
-    project: Project,
-) -> None:
-    """A commit onceq made alone on the base's tip is what the merge would write (same
-    tree, parent, message and trailer): the base fast-forwards to it. One the agent made
-    itself is merged as a commit of onceq's, with the trailer, on the tip."""
-    tasks = [{"number": "1", "title": "one", "implementation": "write one.txt 1"}]
-    # (A commit of the same tree, parent, message and second is the same commit: the
-    # review takes over a second, so a merge commit written anew would differ.)
-    project.run(project.batch("ff", tasks, verify=["sleep 1.1"]))
-    tip = git(project.repo, "rev-parse", "main")
-    assert git(project.repo, "rev-parse", "onceq/ff/1") == tip  # the branch's own commit
-    assert git(project.repo, "rev-parse", "main^") == project.init
-    assert project.show("ff")["tasks"][0]["merged_as"] == tip
-    assert project.merged_tags() == ["ff/1"]
-
-    tasks = [{"number": "2", "title": "two", "implementation": "write two.txt 2\ncommit"}]
-    project.run(project.batch("own", tasks))
-    merged = git(project.repo, "rev-parse", "main")
-    assert merged != git(project.repo, "rev-parse", "onceq/own/2")
-    assert git(project.repo, "rev-parse", "main^") == tip  # one commit, on the tip
-    assert project.merged_tags() == ["ff/1", "own/2"]
-    assert project.on_main("two.txt") == "2"
-    assert project.status() == ""
-
-
 def test_a_task_waiting_for_the_merge_turn_verifies_its_merge_onto_the_announced_tip(
     project: Project,
 ) -> None:

@@ -86,9 +86,6 @@ class TaskRun:
         # and died before recording it: the swap comes after the approved write, and
         # the merged write is the next one. Others need not look on the base for it.
         self.may_be_merged = row.status == "approved"
-        # The round's commit when onceq made it alone on the round's start (the agent
-        # committed nothing itself): merged as it is while the base has not moved.
-        self.own_commit: str | None = None
         # While another task holds the merge turn: the tip it announced (looked at
         # once), and (that tip, the branch's commit, tree, merge commit) when the merge
         # onto it passed verification in this worktree.
@@ -167,10 +164,8 @@ class TaskRun:
         ran = commands.run(self.spec.agent, self.path, self._env(), self.spec.timeout,
                            self.ctx.should_stop)  # fmt: skip
         self._check_lease()
-        before = pool.head(self.path)
-        made = git.commit_all(self.path, self._message(), self.who)
+        git.commit_all(self.path, self._message(), self.who)
         head = pool.head(self.path)
-        self.own_commit = head if made and before == start else None
         if not ran.ok:
             problem = f"the agent {ran.describe()}\n{ran.output}"
             self._next_round(problem, start=start)
@@ -278,10 +273,6 @@ class TaskRun:
             if self.speculated is not None and self.speculated[:2] == (old, head):
                 _, _, tree, new = self.speculated
                 checked = True
-            elif head == self.own_commit and old == self.state.start:
-                # Its only parent is the tip: the merge would be the same tree, message
-                # and parent. The base fast-forwards to it (trailer and all).
-                tree, new = verified, head
             else:
                 merged, conflict = git.merge_tree(self.repo, old, head)
                 if merged is None:
