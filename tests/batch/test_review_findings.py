@@ -4,6 +4,7 @@ that was rewound, verification on a clean checkout, background children, scopes.
 from __future__ import annotations
 
 import json
+import sys
 
 from tests.batch.conftest import Project, git
 
@@ -78,3 +79,58 @@ def test_a_failed_batch_whose_run_was_pruned_is_still_shown_failed(project: Proj
     assert shown["status"] == "failed"
     listed = json.loads(project.onceq("batch", "list", "--json").stdout)
     assert [b["status"] for b in listed] == ["failed"]
+
+
+def test_an_agent_that_checks_the_base_out_does_not_get_onceqs_commit_onto_it(
+    project: Project,
+) -> None:
+    """Where the user's checkout is on another branch, an agent can check the base out
+    in its worktree. onceq commits what it left on a detached HEAD: the base moves only
+    by a merge, never by an unreviewed round."""
+    git(project.repo, "checkout", "-qb", "dev")  # the user's own checkout is elsewhere
+    agent = project.root / "checkout-agent.sh"
+    agent.write_text("git checkout -q main\necho x > mine.txt\n")
+    tasks = [{"number": "1", "title": "one"}]
+    file = project.batch("co", tasks, agent=f"sh {agent}", verify=["false"], fix_rounds=0)
+    project.run(file, code=1)
+    assert git(project.repo, "rev-parse", "main") == project.init  # nothing unverified on it
+    (task,) = project.show("co")["tasks"]
+    assert task["status"] == "failed" and "verification" in task["error"]
+    assert "mine.txt" in git(project.repo, "ls-tree", "--name-only", "onceq/co/1").split()
+
+
+KILL_WITH_LOCK = r"""
+import os, signal, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, os.environ["ONCEQ_BATCH_DIR"])
+from killer import worker_pid
+folder = Path(os.environ["KILL_DIR"])
+counter = folder / "lock.calls"
+calls = len(counter.read_text()) if counter.exists() else 0
+counter.write_text("x" * (calls + 1))
+if calls + 1 == int(sys.argv[1]):
+    found = subprocess.run(["git", "rev-parse", "--git-dir"], capture_output=True, text=True)
+    Path(found.stdout.strip(), "index.lock").write_text("")  # as a killed git leaves it
+    os.kill(worker_pid(), signal.SIGKILL)
+    signal.pause()
+"""
+
+
+def test_a_task_taken_up_at_its_merge_repairs_the_slot_its_killed_holder_left(
+    project: Project,
+) -> None:
+    """Killed during its post-merge verification with an index.lock left in its slot:
+    the attempt that takes the approved task up again cleans the slot first (every
+    attempt failed on the lock, and the task ended failed)."""
+    (project.root / "lock.py").write_text(KILL_WITH_LOCK)
+    step = f'{sys.executable} "$ONCEQ_BATCH_DIR/lock.py" 2'  # its review, then the merge's
+    tasks = [
+        {"number": "1", "title": "killed", "verification_steps": [step],
+         "implementation": "append log.txt one\nwait-merged log2.txt"},
+        {"number": "2", "title": "bystander", "implementation": "append log2.txt two"},
+    ]  # fmt: skip
+    file = project.batch("lock", tasks, workers=2)
+    project.run(file)
+    assert (project.kills / "lock.calls").read_text() == "xxx"  # killed once, then again
+    assert sorted(project.merged_tags()) == ["lock/1", "lock/2"]
+    assert project.status() == ""

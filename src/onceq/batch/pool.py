@@ -119,6 +119,14 @@ def clean(path: Path) -> None:
     git.git(path, "clean", "-q", "-f", "-f", "-d", "-x")
 
 
+def detach(path: Path) -> None:
+    """Put a worktree whose HEAD an agent pointed at a branch back on a detached HEAD,
+    its files and index kept: onceq's commit then moves no branch (not the base, which
+    an agent can check out where the user's own checkout is elsewhere)."""
+    if (_admin(path) / "HEAD").read_text().startswith("ref:"):
+        git.git(path, "checkout", "-q", "--detach")
+
+
 def head(path: Path) -> str:
     """The commit a worktree is at: read from its HEAD file while it is detached (as
     onceq keeps it), from git otherwise (an agent may have checked a branch out)."""

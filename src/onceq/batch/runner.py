@@ -101,6 +101,11 @@ class TaskRun:
         self.path = Path(path)
         try:
             if self.state.status == "approved":
+                # Taken up after its last holder died: the slot may hold anything that
+                # holder left (a stale index.lock, half a checkout): made clean first.
+                head = git.rev(self.repo, f"refs/heads/{self.branch}")
+                assert head is not None, f"{self.branch} is gone"
+                pool.prepare(self.repo, self.common, self.path, head)
                 self._merge()
             else:
                 self._rounds()
@@ -164,6 +169,7 @@ class TaskRun:
         ran = commands.run(self.spec.agent, self.path, self._env(), self.spec.timeout,
                            self.ctx.should_stop)  # fmt: skip
         self._check_lease()
+        pool.detach(self.path)
         git.commit_all(self.path, self._message(), self.who)
         head = pool.head(self.path)
         if not ran.ok:
