@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
 from tests.batch.conftest import Project, git
@@ -166,3 +167,55 @@ def test_a_task_waiting_for_the_merge_turn_verifies_its_merge_onto_the_announced
     # (The first one's merge is its own reviewed commit: verified once, in review.)
     assert [main for _, head, main in lines if head == first] == [project.init], lines
     assert project.status() == ""
+
+
+AHEAD_VERIFY = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+def rev(ref):
+    return subprocess.run(["git", "rev-parse", ref], capture_output=True, text=True).stdout.strip()
+
+log = Path(sys.argv[1])
+head, main = rev("HEAD"), rev("main")
+task = json.loads(Path(os.environ["ONCEQ_TASK_FILE"]).read_text())
+kind = "review" if head == rev(task["branch"]) else "merge" if rev("HEAD^") == main else "ahead"
+line = f"{task['number']} {kind} {head} {rev('HEAD^')}"
+with log.open("a") as f:
+    f.write(f"start {line}\n")
+if kind != "review":
+    try:  # the first merge verification of all (the first holder's) fails, in 1 s
+        os.close(os.open(log.with_suffix(".first"), os.O_CREAT | os.O_EXCL))
+        time.sleep(1)
+        sys.exit(1)
+    except FileExistsError:
+        pass
+if kind == "ahead":
+    time.sleep(3)
+with log.open("a") as f:
+    f.write(f"end {line}\n")
+"""
+
+
+def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Project) -> None:
+    """The holder's merge fails its verification: what it announced will not land, so
+    the task verifying its own merge onto it meanwhile stops, rather than spend a whole
+    verification on it before its turn."""
+    (project.root / "ahead.py").write_text(AHEAD_VERIFY)
+    log = project.root / "verify.log"
+    tasks = [
+        {"number": "0", "title": "first", "implementation": "write zero.txt 0"},
+        *[{"number": n, "title": f"task {n}", "implementation":
+           f"round 0: wait-merged zero.txt\nround 0: write {n}.txt {n}\nround 1: write {n}.txt x"}
+          for n in ("1", "2")],
+    ]  # fmt: skip
+    step = f'{sys.executable} "$ONCEQ_BATCH_DIR/ahead.py" {log}'
+    project.run(project.batch("cut", tasks, verify=[step]))
+    assert sorted(project.merged_tags()) == ["cut/0", "cut/1", "cut/2"]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    landed = set(git(project.repo, "rev-list", "main").split())
+    ahead = [rest for event, *rest in lines if event == "start" and rest[1] == "ahead"]
+    dead = [rest for rest in ahead if rest[3] not in landed]  # onto a tip that never landed
+    assert dead, lines
+    ended = {tuple(rest) for event, *rest in lines if event == "end"}
+    assert not any(tuple(rest) in ended for rest in dead), lines  # each one cut short

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -219,11 +220,16 @@ class TaskRun:
                 return f"the change touches files outside `files`: {', '.join(outside)}"
         return self._verify()
 
-    def _verify(self) -> str | None:
+    def _verify(self, abandon: Callable[[], bool] = lambda: False) -> str | None:
+        """What failed, or None; `abandon`: stop (and fail) as soon as it says so."""
         steps = [*self.spec.verify, *self.task.verification_steps]
         env = self._env()
+
+        def stop() -> bool:
+            return self.ctx.should_stop() or abandon()
+
         for command in steps:
-            ran = commands.run(command, self.path, env, self.spec.timeout, self.ctx.should_stop)
+            ran = commands.run(command, self.path, env, self.spec.timeout, stop)
             self._check_lease()
             if not ran.ok:
                 self.state.verified = f"failed: {ran.describe()}"
@@ -305,6 +311,7 @@ class TaskRun:
             if blocked:  # never move the base under a checkout that cannot follow
                 log.warning("batch %s: task %s waits to merge: %s", self.name, self.number,
                             blocked)  # fmt: skip
+                pool.announce_tip(self.common, self.name, "")  # not coming: see _speculate
                 self._write("approved", error=blocked, turn_done=True)
                 return BLOCKED
             if not moved:  # the base moved meanwhile: merge onto its new tip, verify again
@@ -339,7 +346,9 @@ class TaskRun:
             kept = (self.state.verified, self.changed_by_verify)
             self.speculated = None  # the worktree changes now
             pool.reset(self.path, new)
-            problem = self._verify()
+            # Cut short when the holder takes its announcement back (it left the queue)
+            # or another holder announces: what it verifies would never be swapped in.
+            problem = self._verify(lambda: pool.announced_tip(self.common, self.name) != tip)
             self.state.verified, self.changed_by_verify = kept
         except git.GitError as exc:  # (the turn will meet it again if it matters)
             log.info("batch %s: task %s did not merge ahead onto %s: %s", self.name,
@@ -350,6 +359,7 @@ class TaskRun:
 
     def _leave_queue(self, why: str, start: str) -> tuple[str, str]:
         """Out of the merge queue, and why: the next round's feedback and start."""
+        pool.announce_tip(self.common, self.name, "")  # what it announced is not coming
         self.store.batch_merge_free(self.name, self.lease)
         self.left_queue.append(why.splitlines()[0])
         self.state.error = self.left_queue[-1]  # shown while it is fixed; cleared at merge
