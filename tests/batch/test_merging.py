@@ -219,3 +219,42 @@ def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Pr
     assert dead, lines
     ended = {tuple(rest) for event, *rest in lines if event == "end"}
     assert not any(tuple(rest) in ended for rest in dead), lines  # each one cut short
+
+
+ONE_AHEAD = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+def rev(ref):
+    return subprocess.run(["git", "rev-parse", ref], capture_output=True, text=True).stdout.strip()
+
+task = json.loads(Path(os.environ["ONCEQ_TASK_FILE"]).read_text())
+head, parent = rev("HEAD"), rev("HEAD^")
+kind = "review" if head == rev(task["branch"]) else "merge" if parent == rev("main") else "ahead"
+with open(sys.argv[1], "a") as f:
+    f.write(f"start {kind} {time.time()} {task['number']}\n")
+if kind == "ahead":
+    time.sleep(0.5)
+with open(sys.argv[1], "a") as f:
+    f.write(f"end {kind} {time.time()} {task['number']}\n")
+"""
+
+
+def test_one_task_at_a_time_merges_ahead(project: Project) -> None:
+    """Two tasks wait while the holder keeps the turn 2 s: only one of them verifies a
+    merge ahead at a time (the other's would be made stale by the first one's turn)."""
+    (project.root / "one.py").write_text(ONE_AHEAD)
+    log = project.root / "verify.log"
+    tasks = project.together({n: f"write {n}.txt {n}" for n in ("1", "2", "3")})
+    step = f'{sys.executable} "$ONCEQ_BATCH_DIR/one.py" {log}'
+    env = {"ONCEQ_FAULTS": "batch.merge.before_swap=delay", "ONCEQ_FAULTS_DELAY": "2",
+           "ONCEQ_FAULTS_ONCE": str(project.kills)}  # fmt: skip
+    project.run(project.batch("one", tasks, verify=[step]), env=env)
+    assert sorted(project.merged_tags()) == ["one/1", "one/2", "one/3"]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    events = sorted((float(at), event) for event, kind, at, _ in lines if kind == "ahead")
+    assert events, "nobody merged ahead"
+    running = 0
+    for _, event in events:
+        running += 1 if event == "start" else -1
+        assert running <= 1, events

@@ -53,6 +53,21 @@ def merge_lock(
         yield
 
 
+@contextmanager
+def ahead_lock(common_dir: Path, batch: str) -> Iterator[bool]:
+    """Whether this task may merge ahead now (runner._speculate): one at a time."""
+    with open(pool_root(common_dir, batch) / ".ahead.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def announce_tip(common_dir: Path, batch: str, new: str) -> None:
     """Say which commit the merge turn's holder is about to move the base to, so that
     those waiting can merge onto it and verify that meanwhile (a hint only: whoever

@@ -327,15 +327,21 @@ class TaskRun:
     def _speculate(self) -> None:
         """While another task holds the merge turn: merge onto the commit it announced
         and verify that here, so that if the base is there at this task's turn, the
-        swap is all that is left (verifications overlap instead of queueing). A
-        conflict or a failure here proves nothing (that commit may never land): the
-        turn does it again, for real."""
+        swap is all that is left (the next merge's verification overlaps the holder's).
+        One waiter at a time: more would run verifications on the same cores that the
+        first one's turn makes stale. A conflict or a failure here proves nothing (that
+        commit may never land): the turn does it again, for real."""
         tip = pool.announced_tip(self.common, self.name)
         if tip is None or tip == self.looked_at:
             return
-        self.looked_at = tip
         if not (self.spec.verify or self.task.verification_steps):
             return  # nothing to verify: the turn's merge is cheap
+        with pool.ahead_lock(self.common, self.name) as mine:
+            if mine:  # (if not, it looks again once the one merging ahead is done)
+                self.looked_at = tip
+                self._merge_ahead(tip)
+
+    def _merge_ahead(self, tip: str) -> None:
         try:
             (head,) = git.revs(self.repo, f"refs/heads/{self.branch}^{{commit}}")
             merged, _ = git.merge_tree(self.repo, tip, head)
