@@ -241,13 +241,15 @@ with open(sys.argv[1], "a") as f:
 
 
 def test_one_task_at_a_time_merges_ahead(project: Project) -> None:
-    """Two tasks wait while the holder keeps the turn 2 s: only one of them verifies a
-    merge ahead at a time (the other's would be made stale by the first one's turn)."""
+    """Two tasks wait while the holder keeps the turn 3 s: only one of them verifies a
+    merge ahead at a time (the other's would be made stale by the first one's turn).
+    (Both of theirs, 0.5 s each, end well before the holder's turn does: none is cut
+    short, so each start has its end.)"""
     (project.root / "one.py").write_text(ONE_AHEAD)
     log = project.root / "verify.log"
     tasks = project.together({n: f"write {n}.txt {n}" for n in ("1", "2", "3")})
     step = f'{sys.executable} "$ONCEQ_BATCH_DIR/one.py" {log}'
-    env = {"ONCEQ_FAULTS": "batch.merge.before_swap=delay", "ONCEQ_FAULTS_DELAY": "2",
+    env = {"ONCEQ_FAULTS": "batch.merge.before_swap=delay", "ONCEQ_FAULTS_DELAY": "3",
            "ONCEQ_FAULTS_ONCE": str(project.kills)}  # fmt: skip
     project.run(project.batch("one", tasks, verify=[step]), env=env)
     assert sorted(project.merged_tags()) == ["one/1", "one/2", "one/3"]
