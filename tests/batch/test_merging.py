@@ -183,8 +183,8 @@ kind = "review" if head == rev(task["branch"]) else "merge" if rev("HEAD^") == m
 line = f"{task['number']} {kind} {head} {rev('HEAD^')}"
 with log.open("a") as f:
     f.write(f"start {line}\n")
-if kind != "review":
-    try:  # the first merge verification of all (the first holder's) fails, in 1 s
+if kind == "merge":
+    try:  # the first verification at a turn (the first holder's) fails, in 1 s
         os.close(os.open(log.with_suffix(".first"), os.O_CREAT | os.O_EXCL))
         time.sleep(1)
         sys.exit(1)
