@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
 from datetime import datetime
 
 from tests.batch.conftest import Project, git
-from tests.helpers import sql_rows
+from tests.helpers import eventually, sql_rows
 
 
 def test_three_tasks_on_three_workers_are_merged_once_each(project: Project) -> None:
@@ -200,18 +201,27 @@ with log.open("a") as f:
 def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Project) -> None:
     """The holder's merge fails its verification: what it announced will not land, so
     the task verifying its own merge onto it meanwhile stops, rather than spend a whole
-    verification on it before its turn."""
+    verification on it before its turn. (The base moves under both tasks by a commit of
+    the user's, made once both have started, so each one's merge needs verifying, and no
+    earlier merge has left an announcement behind.)"""
     (project.root / "ahead.py").write_text(AHEAD_VERIFY)
     log = project.root / "verify.log"
-    tasks = [
-        {"number": "0", "title": "first", "implementation": "write zero.txt 0"},
-        *[{"number": n, "title": f"task {n}", "implementation":
-           f"round 0: wait-merged zero.txt\nround 0: write {n}.txt {n}\nround 1: write {n}.txt x"}
-          for n in ("1", "2")],
-    ]  # fmt: skip
+    change = "round 0: wait-merged user.txt\nround 0: write {n}.txt {n}\nround 1: write {n}.txt x"
+    tasks = project.together({n: change.format(n=n) for n in ("1", "2")})
+    started = [project.kills / f"started-{n}" for n in ("1", "2")]
+
+    def user_commits() -> None:
+        eventually(lambda: all(p.exists() for p in started), timeout=60)
+        (project.repo / "user.txt").write_text("mine\n")
+        git(project.repo, "add", "user.txt")
+        git(project.repo, "commit", "-qm", "the user's own change")
+
+    user = threading.Thread(target=user_commits, daemon=True)
+    user.start()
     step = f'{sys.executable} "$ONCEQ_BATCH_DIR/ahead.py" {log}'
     project.run(project.batch("cut", tasks, verify=[step]))
-    assert sorted(project.merged_tags()) == ["cut/0", "cut/1", "cut/2"]
+    user.join(10)
+    assert sorted(project.merged_tags()) == ["cut/1", "cut/2"]
     lines = [line.split() for line in log.read_text().splitlines()]
     landed = set(git(project.repo, "rev-list", "main").split())
     ahead = [rest for event, *rest in lines if event == "start" and rest[1] == "ahead"]
