@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 
 from tests.batch.conftest import Project, git
 from tests.helpers import eventually, sql_rows
@@ -170,32 +171,45 @@ def test_a_task_waiting_for_the_merge_turn_verifies_its_merge_onto_the_announced
     assert project.status() == ""
 
 
-AHEAD_VERIFY = r"""
+# A verification step that says what it verifies: the task's own commit (review), a
+# merge onto the base's tip (merge: at the task's turn) or onto another commit (ahead).
+# Arguments: the log, how long a merge ahead takes, and "fail-first-merge" to make the
+# first verification at a turn (the first holder's) fail, in 1 s.
+KINDS = r"""
 import json, os, subprocess, sys, time
 from pathlib import Path
 
 def rev(ref):
     return subprocess.run(["git", "rev-parse", ref], capture_output=True, text=True).stdout.strip()
 
-log = Path(sys.argv[1])
-head, main = rev("HEAD"), rev("main")
+log, ahead_seconds, mode = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 task = json.loads(Path(os.environ["ONCEQ_TASK_FILE"]).read_text())
-kind = "review" if head == rev(task["branch"]) else "merge" if rev("HEAD^") == main else "ahead"
-line = f"{task['number']} {kind} {head} {rev('HEAD^')}"
-with log.open("a") as f:
-    f.write(f"start {line}\n")
-if kind == "merge":
-    try:  # the first verification at a turn (the first holder's) fails, in 1 s
+head, parent = rev("HEAD"), rev("HEAD^")
+kind = "review" if head == rev(task["branch"]) else "merge" if parent == rev("main") else "ahead"
+
+def note(event):
+    with log.open("a") as f:
+        f.write(f"{event} {kind} {time.time()} {task['number']} {head} {parent}\n")
+
+note("start")
+if kind == "merge" and mode == "fail-first-merge":
+    try:
         os.close(os.open(log.with_suffix(".first"), os.O_CREAT | os.O_EXCL))
         time.sleep(1)
         sys.exit(1)
     except FileExistsError:
         pass
 if kind == "ahead":
-    time.sleep(3)
-with log.open("a") as f:
-    f.write(f"end {line}\n")
+    time.sleep(ahead_seconds)
+note("end")
 """
+
+
+def _kinds_step(project: Project, *args: str) -> tuple[str, Path]:
+    """The KINDS verification step and its log."""
+    (project.root / "kinds.py").write_text(KINDS)
+    log = project.root / "verify.log"
+    return f'{sys.executable} "$ONCEQ_BATCH_DIR/kinds.py" {log} {" ".join(args)}', log
 
 
 def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Project) -> None:
@@ -204,8 +218,7 @@ def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Pr
     verification on it before its turn. (The base moves under both tasks by a commit of
     the user's, made once both have started, so each one's merge needs verifying, and no
     earlier merge has left an announcement behind.)"""
-    (project.root / "ahead.py").write_text(AHEAD_VERIFY)
-    log = project.root / "verify.log"
+    step, log = _kinds_step(project, "3", "fail-first-merge")
     change = "round 0: wait-merged user.txt\nround 0: write {n}.txt {n}\nround 1: write {n}.txt x"
     tasks = project.together({n: change.format(n=n) for n in ("1", "2")})
     started = [project.kills / f"started-{n}" for n in ("1", "2")]
@@ -218,36 +231,17 @@ def test_a_merge_ahead_is_cut_short_when_the_holder_leaves_the_queue(project: Pr
 
     user = threading.Thread(target=user_commits, daemon=True)
     user.start()
-    step = f'{sys.executable} "$ONCEQ_BATCH_DIR/ahead.py" {log}'
     project.run(project.batch("cut", tasks, verify=[step]))
     user.join(10)
     assert sorted(project.merged_tags()) == ["cut/1", "cut/2"]
     lines = [line.split() for line in log.read_text().splitlines()]
     landed = set(git(project.repo, "rev-list", "main").split())
-    ahead = [rest for event, *rest in lines if event == "start" and rest[1] == "ahead"]
-    dead = [rest for rest in ahead if rest[3] not in landed]  # onto a tip that never landed
+    ahead = [(n, head, parent) for event, kind, _, n, head, parent in lines
+             if event == "start" and kind == "ahead"]  # fmt: skip
+    dead = [a for a in ahead if a[2] not in landed]  # onto a tip that never landed
     assert dead, lines
-    ended = {tuple(rest) for event, *rest in lines if event == "end"}
-    assert not any(tuple(rest) in ended for rest in dead), lines  # each one cut short
-
-
-ONE_AHEAD = r"""
-import json, os, subprocess, sys, time
-from pathlib import Path
-
-def rev(ref):
-    return subprocess.run(["git", "rev-parse", ref], capture_output=True, text=True).stdout.strip()
-
-task = json.loads(Path(os.environ["ONCEQ_TASK_FILE"]).read_text())
-head, parent = rev("HEAD"), rev("HEAD^")
-kind = "review" if head == rev(task["branch"]) else "merge" if parent == rev("main") else "ahead"
-with open(sys.argv[1], "a") as f:
-    f.write(f"start {kind} {time.time()} {task['number']}\n")
-if kind == "ahead":
-    time.sleep(0.5)
-with open(sys.argv[1], "a") as f:
-    f.write(f"end {kind} {time.time()} {task['number']}\n")
-"""
+    ended = {(n, head, parent) for event, _, _, n, head, parent in lines if event == "end"}
+    assert not any(a in ended for a in dead), lines  # each one cut short
 
 
 def test_one_task_at_a_time_merges_ahead(project: Project) -> None:
@@ -255,16 +249,14 @@ def test_one_task_at_a_time_merges_ahead(project: Project) -> None:
     merge ahead at a time (the other's would be made stale by the first one's turn).
     (Both of theirs, 0.5 s each, end well before the holder's turn does: none is cut
     short, so each start has its end.)"""
-    (project.root / "one.py").write_text(ONE_AHEAD)
-    log = project.root / "verify.log"
+    step, log = _kinds_step(project, "0.5", "pass")
     tasks = project.together({n: f"write {n}.txt {n}" for n in ("1", "2", "3")})
-    step = f'{sys.executable} "$ONCEQ_BATCH_DIR/one.py" {log}'
     env = {"ONCEQ_FAULTS": "batch.merge.before_swap=delay", "ONCEQ_FAULTS_DELAY": "3",
            "ONCEQ_FAULTS_ONCE": str(project.kills)}  # fmt: skip
     project.run(project.batch("one", tasks, verify=[step]), env=env)
     assert sorted(project.merged_tags()) == ["one/1", "one/2", "one/3"]
     lines = [line.split() for line in log.read_text().splitlines()]
-    events = sorted((float(at), event) for event, kind, at, _ in lines if kind == "ahead")
+    events = sorted((float(at), event) for event, kind, at, *_ in lines if kind == "ahead")
     assert events, "nobody merged ahead"
     running = 0
     for _, event in events:
